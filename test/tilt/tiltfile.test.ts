@@ -1,0 +1,199 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { parse as parseEnv } from "dotenv";
+import { execa } from "execa";
+import { beforeAll, describe, expect, it } from "vitest";
+import { parseAllDocuments, parse as parseYaml } from "yaml";
+import { evaluateTiltfile, manifest, objectsOf, repoRoot, type TiltResult, toolBin } from "./tilt-result.ts";
+
+const TRIGGER_MODE_MANUAL = 2;
+
+// biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects
+const find = (objects: any[], kind: string, name: string) => {
+  const obj = objects.find((o) => o.kind === kind && o.metadata.name === name);
+  if (!obj) throw new Error(`${kind}/${name} not found`);
+  return obj;
+};
+// biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects
+const envOf = (obj: any, container: string): Record<string, string> => {
+  // biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects
+  const c = obj.spec.template.spec.containers.find((x: any) => x.name === container);
+  // biome-ignore lint/suspicious/noExplicitAny: rendered Kubernetes objects
+  return Object.fromEntries((c.env ?? []).filter((e: any) => "value" in e).map((e: any) => [e.name, e.value]));
+};
+
+async function overlayRender() {
+  const out = await execa("kubectl", ["kustomize", "k8s/overlays/local"], { cwd: repoRoot });
+  return parseAllDocuments(out.stdout).map((d) => d.toJS());
+}
+
+describe("Tiltfile evaluated by the real tilt binary", () => {
+  let defaults: TiltResult;
+  let scaled: TiltResult;
+
+  beforeAll(async () => {
+    defaults = await evaluateTiltfile();
+    scaled = await evaluateTiltfile(["--mta-replicas", "5", "--tsa-replicas", "4"]);
+  }, 240_000);
+
+  it("evaluates cleanly on a local kind context", () => {
+    expect(defaults.exitCode, defaults.stderr).toBe(0);
+    expect(scaled.exitCode, scaled.stderr).toBe(0);
+  });
+
+  it("names resources for people and leaves nothing uncategorized", () => {
+    const names = defaults.manifests.map((m) => m.Name);
+    expect(names).toEqual(expect.arrayContaining(["kumod", "tsa", "dragonfly", "sink", "cluster-config"]));
+    expect(names).not.toContain("uncategorized");
+    expect(manifest(defaults, "kumod").Labels).toHaveProperty("kumomta");
+    expect(manifest(defaults, "tsa").Labels).toHaveProperty("kumomta");
+    expect(manifest(defaults, "dragonfly").Labels).toHaveProperty("backing");
+    expect(manifest(defaults, "sink").Labels).toHaveProperty("backing");
+  });
+
+  it("starts kumod only after Dragonfly and the sink", () => {
+    expect(manifest(defaults, "kumod").ResourceDependencies).toEqual(expect.arrayContaining(["dragonfly", "sink"]));
+  });
+
+  it("groups every object without pods under cluster-config, namespace and generated credentials included", () => {
+    const kinds = objectsOf(manifest(defaults, "cluster-config")).map((o) => o.kind);
+    expect(kinds).toEqual(expect.arrayContaining(["Namespace", "ConfigMap", "Secret", "NetworkPolicy"]));
+    expect(kinds).not.toContain("StatefulSet");
+  });
+
+  it("forwards kumod 8000, sink 8025 and TSA 8008 to localhost and links the sink's stats and metrics", () => {
+    const forwards = (name: string) =>
+      manifest(defaults, name).DeployTarget.portForwardTemplateSpec.forwards.map(
+        (f: { localPort: number; containerPort: number }) => `${f.localPort}:${f.containerPort}`,
+      );
+    expect(forwards("kumod")).toEqual(["8000:8000"]);
+    expect(forwards("sink")).toEqual(["8025:8025"]);
+    expect(forwards("tsa")).toEqual(["8008:8008"]);
+    const links = manifest(defaults, "sink").DeployTarget.Links.map(
+      (l: { URL: { Host: string; Path: string } }) => `${l.URL.Host}${l.URL.Path}`,
+    );
+    expect(links).toEqual(expect.arrayContaining(["localhost:8025/api/stats", "localhost:8025/metrics"]));
+  });
+
+  it("builds the sink image from sink/ with live update of its sources", () => {
+    const [image] = manifest(defaults, "sink").ImageTargets ?? [];
+    expect(image.selector).toBe("kumomta-tilt-sink");
+    expect(image.BuildDetails.context).toBe(path.join(repoRoot, "sink"));
+    const syncs = image.LiveUpdateSpec.syncs.map((s: { localPath: string; containerPath: string }) => [
+      s.localPath,
+      s.containerPath,
+    ]);
+    expect(syncs).toContainEqual(["sink/src", "/app/src"]);
+    expect(image.overrideCommand.command).toEqual(expect.arrayContaining(["watch", "src/main.ts"]));
+    const sink = find(objectsOf(manifest(defaults, "sink")), "Deployment", "sink");
+    expect(sink.spec.template.spec.containers[0].image).toMatch(/^kumomta-tilt-sink/);
+  });
+
+  it("keeps the overlay's replica counts when no setting is given", async () => {
+    const rendered = await overlayRender();
+    for (const name of ["kumod", "tsa"]) {
+      const tilt = find(objectsOf(manifest(defaults, name)), "StatefulSet", name);
+      expect(tilt.spec.replicas).toBe(find(rendered, "StatefulSet", name).spec.replicas);
+    }
+  });
+
+  it("--mta-replicas 5 --tsa-replicas 4 scales both StatefulSets and the TSA publish configuration", () => {
+    const kumod = find(objectsOf(manifest(scaled, "kumod")), "StatefulSet", "kumod");
+    const tsaObjects = objectsOf(manifest(scaled, "tsa"));
+    const tsa = find(tsaObjects, "StatefulSet", "tsa");
+    expect(kumod.spec.replicas).toBe(5);
+    expect(tsa.spec.replicas).toBe(4);
+    const env = envOf(kumod, "kumod");
+    expect(env.TSA_REPLICAS).toBe("4");
+    expect(env.TSA_STS).toBe(tsa.metadata.name);
+    expect(env.TSA_HEADLESS).toBe(tsa.spec.serviceName);
+    const headless = find(tsaObjects, "Service", tsa.spec.serviceName);
+    expect(headless.spec.clusterIP).toBe("None");
+  });
+
+  it("offers manual buttons that run npm scripts, one per sink scenario", async () => {
+    const pkg = JSON.parse(await readFile(path.join(repoRoot, "package.json"), "utf8"));
+    const sinkConfig = parseYaml(await readFile(path.join(repoRoot, "sink/config/sink.yaml"), "utf8"));
+    const buttons = defaults.manifests.filter((m) => m.Labels?.actions);
+    const names = buttons.map((b) => b.Name);
+    expect(names).toEqual(expect.arrayContaining(["send-test-message", "send-burst", "cluster-status"]));
+    for (const scenario of Object.keys(sinkConfig.scenarios)) expect(names).toContain(`sink-scenario-${scenario}`);
+    for (const b of buttons) {
+      expect(b.TriggerMode, b.Name).toBe(TRIGGER_MODE_MANUAL);
+      const args: string[] = b.DeployTarget.UpdateCmdSpec.args;
+      expect(args.slice(0, 3)).toEqual(["npm", "run", "--silent"]);
+      expect(pkg.scripts, `${b.Name} runs npm script ${args[3]}`).toHaveProperty(args[3] as string);
+    }
+  });
+
+  it("seeds credentials before rendering: the Secret Tilt applies holds the password the scripts use", async () => {
+    const env = parseEnv(await readFile(path.join(repoRoot, ".env")));
+    expect(env.KUMO_HTTP_PASSWORD?.length).toBeGreaterThanOrEqual(16);
+    expect(defaults.secretValues.has(env.KUMO_HTTP_PASSWORD as string)).toBe(true);
+  });
+
+  it("relaxes the read-only root filesystem for the sink only, for live update", async () => {
+    const sink = find(objectsOf(manifest(defaults, "sink")), "Deployment", "sink");
+    expect(sink.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem).toBe(false);
+    const rendered = find(await overlayRender(), "Deployment", "sink");
+    expect(rendered.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem).toBe(true);
+  });
+});
+
+describe("Tiltfile guards", () => {
+  it("refuses a cloud context with a message that says how to proceed", async () => {
+    const result = await evaluateTiltfile([], { context: "gke_acme-prod_europe-west1_mail" });
+    expect(result.exitCode).toBe(5);
+    expect(result.stderr).toContain("kumomta-tilt only deploys to local clusters");
+    expect(result.stderr).toContain("allow-k8s-contexts");
+  });
+
+  it("leaves clusters it cannot identify to Tilt's production guard, unless the user vouches for them", async () => {
+    const unknown = await evaluateTiltfile([], { context: "mail-staging" });
+    expect(unknown.exitCode).toBe(5);
+    expect(unknown.stderr).toMatch(/might be production/);
+    const vouched = await evaluateTiltfile(["--allow-k8s-contexts", "mail-staging"], { context: "mail-staging" });
+    expect(vouched.exitCode, vouched.stderr).toBe(0);
+  });
+
+  it.each(["k3d-k3s-default", "minikube", "docker-desktop", "rancher-desktop", "orbstack"])(
+    "accepts the local cluster %s",
+    async (context) => {
+      const result = await evaluateTiltfile([], { context });
+      expect(result.exitCode, result.stderr).toBe(0);
+    },
+  );
+
+  it.each([["0"], ["three"], ["-1"]])("rejects --mta-replicas %s clearly", async (value) => {
+    const result = await evaluateTiltfile(["--mta-replicas", value]);
+    expect(result.exitCode).toBe(5);
+    expect(result.stderr).toContain("--mta-replicas must be a whole number from 1 to 20");
+  });
+});
+
+describe("Tiltfile and workflow hygiene", () => {
+  it("is formatted and lint-clean under buildifier", async () => {
+    // Bazel's Args:/Returns: docstring sections mean nothing to Tilt; every other buildifier warning applies.
+    const run = await execa(
+      path.join(repoRoot, "node_modules/.bin/buildifier"),
+      [
+        "--mode=check",
+        "--lint=warn",
+        "--warnings=-function-docstring-args,-function-docstring-return",
+        "--type=default",
+        "Tiltfile",
+      ],
+      { cwd: repoRoot, reject: false },
+    );
+    expect(run.exitCode, `${run.stdout}\n${run.stderr}`).toBe(0);
+  });
+
+  it("ships a GitHub Actions end-to-end workflow that actionlint accepts", async () => {
+    const run = await execa(toolBin("actionlint"), ["-color=false"], { cwd: repoRoot, reject: false });
+    expect(run.exitCode, run.stdout).toBe(0);
+    const workflow = await readFile(path.join(repoRoot, ".github/workflows/e2e.yml"), "utf8");
+    for (const step of ["tilt ci", "npm run inject -- --verify", "npm run reset -- --yes"]) {
+      expect(workflow).toContain(step);
+    }
+  });
+});
