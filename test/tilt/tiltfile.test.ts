@@ -151,7 +151,7 @@ describe("Tiltfile guards", () => {
   it("leaves clusters it cannot identify to Tilt's production guard, unless the user vouches for them", async () => {
     const unknown = await evaluateTiltfile([], { context: "mail-staging" });
     expect(unknown.exitCode).toBe(5);
-    expect(unknown.stderr).toMatch(/might be production/);
+    expect(unknown.stderr).toMatch(/mail-staging might be (a )?production/);
     const vouched = await evaluateTiltfile(["--allow-k8s-contexts", "mail-staging"], { context: "mail-staging" });
     expect(vouched.exitCode, vouched.stderr).toBe(0);
   });

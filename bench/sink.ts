@@ -1,0 +1,218 @@
+/**
+ * npm run bench:sink [-- --json] [-- --quick]
+ *
+ * Our sink and Postfix smtp-sink, side by side, driven by Postfix smtp-source (20 sessions, connections reused,
+ * no pipelining) at 1 KiB and 100 KiB, in alternating order. Prints msgs/s, server CPU µs per message, peak RSS
+ * and the ratio; then our sink's RSS with 1,000 concurrent sessions, and the cost of the `realistic` rules
+ * against `accept-all`. Loopback only.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { promisify } from "node:util";
+import { startSink } from "../test/sink/helpers.ts";
+
+const run = promisify(execFile);
+const SMTP_SOURCE = "/usr/sbin/smtp-source";
+const SMTP_SINK = "/usr/sbin/smtp-sink";
+const args = new Set(process.argv.slice(2));
+const json = args.has("--json");
+const quick = args.has("--quick");
+const ROUNDS = quick ? 1 : 5;
+const CLOCK_TICK_US = 10_000; // USER_HZ is 100 on Linux
+
+function progress(msg: string): void {
+  if (!json) process.stderr.write(`${msg}\n`);
+}
+
+interface Server {
+  name: string;
+  proc: ChildProcess;
+  port: number;
+}
+
+/** Our sink as its image runs it (Dockerfile CMD and ENV, via the test helper), on an ephemeral loopback port. */
+async function startOurs(name: string, scenario: string): Promise<Server> {
+  const sink = await startSink({ SINK_SCENARIO: scenario, SINK_SEED: "1", SINK_LOG_CONNECTIONS: "false" });
+  return { name, proc: sink.proc, port: sink.smtpPort };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startSmtpSink(): Promise<Server> {
+  const port = await freePort();
+  const user = process.getuid?.() === 0 ? ["-u", "nobody"] : [];
+  const proc = spawn(SMTP_SINK, [...user, `127.0.0.1:${port}`, "1024"], { stdio: "ignore" });
+  for (let i = 0; i < 50; i++) {
+    try {
+      await run(SMTP_SOURCE, ["-s", "1", "-m", "1", `127.0.0.1:${port}`]);
+      return { name: "smtp-sink", proc, port };
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error("smtp-sink did not start");
+}
+
+function cpuTicks(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+function rssKiB(pid: number): number {
+  const m = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/);
+  return m ? Number(m[1]) : 0;
+}
+
+interface Result {
+  msgsPerSec: number;
+  cpuUsPerMsg: number;
+  peakRssMiB: number;
+}
+
+async function load(server: Server, opts: { sessions: number; messages: number; size: number; to?: string }) {
+  const pid = server.proc.pid as number;
+  const cpu0 = cpuTicks(pid);
+  let peak = rssKiB(pid);
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, rssKiB(pid));
+  }, 50);
+  const t0 = process.hrtime.bigint();
+  const source = ["-s", String(opts.sessions), "-m", String(opts.messages), "-l", String(opts.size), "-d"];
+  // -A: a deferral from the realistic scenario must not stop the client.
+  source.push("-A", "-f", "bench@example.net", "-t", opts.to ?? "user@example.com");
+  await run(SMTP_SOURCE, [...source, `127.0.0.1:${server.port}`], { maxBuffer: 1 << 24 });
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  clearInterval(sampler);
+  peak = Math.max(peak, rssKiB(pid));
+  const cpuUs = (cpuTicks(pid) - cpu0) * CLOCK_TICK_US;
+  return {
+    msgsPerSec: opts.messages / seconds,
+    cpuUsPerMsg: cpuUs / opts.messages,
+    peakRssMiB: peak / 1024,
+  } satisfies Result;
+}
+
+function signed(x: number): string {
+  return x > 0 ? `+${x}` : String(x);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+function summarize(results: Result[]): Result {
+  return {
+    msgsPerSec: Math.round(median(results.map((r) => r.msgsPerSec))),
+    cpuUsPerMsg: Math.round(median(results.map((r) => r.cpuUsPerMsg)) * 10) / 10,
+    peakRssMiB: Math.round(Math.max(...results.map((r) => r.peakRssMiB)) * 10) / 10,
+  };
+}
+
+async function compare(a: Server, b: Server, opts: { sessions: number; messages: number; size: number; to?: string }) {
+  const ra: Result[] = [];
+  const rb: Result[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    // Alternate who goes first so drift in the machine's load hits both alike.
+    const order = i % 2 === 0 ? [a, b] : [b, a];
+    for (const s of order) {
+      const r = await load(s, opts);
+      (s === a ? ra : rb).push(r);
+      progress(`  ${s.name.padEnd(22)} ${String(Math.round(r.msgsPerSec)).padStart(7)} msgs/s`);
+    }
+  }
+  return { [a.name]: summarize(ra), [b.name]: summarize(rb) };
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  for (const tool of [SMTP_SOURCE, SMTP_SINK]) {
+    try {
+      readFileSync(tool);
+    } catch {
+      throw new Error(`${tool} not found: install Debian's postfix package (.ci/install-system.sh)`);
+    }
+  }
+  const ours = await startOurs("sink (accept-all)", "accept-all");
+  const postfix = await startSmtpSink();
+  const realistic = await startOurs("sink (realistic)", "realistic");
+  const servers = [ours, postfix, realistic];
+  try {
+    // Untimed warm-up: V8 compiles the hot path before anything is measured (smtp-sink needs none, but gets it too).
+    progress("warm-up");
+    for (const s of servers) await load(s, { sessions: 20, messages: quick ? 5_000 : 20_000, size: 1024 });
+    const report: Record<string, unknown> = {};
+    const sizes = [
+      { label: "1KiB", size: 1024, messages: quick ? 10_000 : 30_000 },
+      { label: "100KiB", size: 102_400, messages: quick ? 2_000 : 6_000 },
+    ];
+    for (const { label, size, messages } of sizes) {
+      progress(`${label}: 20 sessions, ${messages} messages, ${ROUNDS} alternating rounds`);
+      const r = await compare(ours, postfix, { sessions: 20, messages, size });
+      const o = r[ours.name] as Result;
+      const p = r[postfix.name] as Result;
+      report[label] = { sink: o, smtp_sink: p, ratio: Math.round((o.msgsPerSec / p.msgsPerSec) * 100) / 100 };
+    }
+    progress("1,000 concurrent sessions, 1 KiB");
+    const wide = await load(ours, { sessions: 1000, messages: quick ? 10_000 : 30_000, size: 1024 });
+    report.connections1000 = summarize([wide]);
+    progress("realistic vs accept-all, 1 KiB, recipient user@example.com");
+    const rules = await compare(ours, realistic, {
+      sessions: 20,
+      messages: quick ? 10_000 : 30_000,
+      size: 1024,
+      to: "user@example.com",
+    });
+    const acc = rules[ours.name] as Result;
+    const rea = rules[realistic.name] as Result;
+    report.rules = {
+      accept_all: acc,
+      realistic: rea,
+      throughput_change_percent: Math.round((rea.msgsPerSec / acc.msgsPerSec - 1) * 1000) / 10,
+      cpu_change_percent: Math.round((rea.cpuUsPerMsg / acc.cpuUsPerMsg - 1) * 1000) / 10,
+    };
+    report.seconds = Math.round((Date.now() - started) / 1000);
+    if (json) {
+      process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      return;
+    }
+    const row = (name: string, r: Result) =>
+      `  ${name.padEnd(20)} ${String(r.msgsPerSec).padStart(8)} msgs/s ${String(r.cpuUsPerMsg).padStart(8)} µs CPU/msg ${String(r.peakRssMiB).padStart(7)} MiB peak RSS`;
+    const out: string[] = [];
+    for (const label of ["1KiB", "100KiB"]) {
+      const r = report[label] as { sink: Result; smtp_sink: Result; ratio: number };
+      out.push(`${label} (20 sessions, reused connections, medians of ${ROUNDS})`);
+      out.push(row("sink", r.sink), row("postfix smtp-sink", r.smtp_sink), `  ratio sink / smtp-sink: ${r.ratio}x`);
+    }
+    out.push("1,000 concurrent sessions (sink)", row("sink", report.connections1000 as Result));
+    const rr = report.rules as {
+      accept_all: Result;
+      realistic: Result;
+      throughput_change_percent: number;
+      cpu_change_percent: number;
+    };
+    out.push("rules engine cost (sink)", row("accept-all", rr.accept_all), row("realistic", rr.realistic));
+    out.push(
+      `  realistic vs accept-all: throughput ${signed(rr.throughput_change_percent)} %, sink CPU per message ${signed(rr.cpu_change_percent)} %`,
+      "  (smtp-source also logs every deferral the realistic scenario sends, which slows the client side)",
+    );
+    out.push(`done in ${report.seconds} s`);
+    process.stdout.write(`${out.join("\n")}\n`);
+  } finally {
+    for (const s of servers) s.proc.kill("SIGTERM");
+  }
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench:sink failed: ${err.message}\n`);
+  process.exit(1);
+});

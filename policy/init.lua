@@ -1,0 +1,101 @@
+-- kumod policy for kumomta-tilt: KumoMTA's "many nodes" layout on a local
+-- Kubernetes cluster, where every message is delivered to the in-cluster
+-- null sink and never to the internet.
+--
+-- kumod runs this file's top level each time it builds a Lua context (at
+-- startup and again when the policy is reloaded), so the top level only reads
+-- the environment and sets up the policy-extras helpers, as KumoMTA's
+-- examples do. One-time work lives in the `init` handler.
+--
+-- Environment: see tilt_settings.lua and README-policy.md.
+
+local kumo = require 'kumo'
+local shaping = require 'policy-extras.shaping'
+local queue_module = require 'policy-extras.queue'
+local sources = require 'policy-extras.sources'
+local settings = require 'tilt_settings'
+local auth = require 'tilt_auth'
+
+local POLICY_DIR = '/opt/kumomta/etc/policy'
+local SPOOL_DIR = '/var/spool/kumomta'
+local LOG_DIR = '/var/log/kumomta'
+local IANA_BOUNCE_RULES = '/opt/kumomta/share/bounce_classifier/iana.toml'
+-- Stated rather than defaulted: with 3 kumod pods this is Dragonfly's
+-- connection budget (30), which its memory limit is sized for.
+local REDIS_POOL_SIZE = 10
+
+local config = settings.kumod(os.getenv)
+
+-- Sources first: the shaping helper's --validate check looks them up.
+sources:setup { POLICY_DIR .. '/sources.toml' }
+
+-- TSA automation: every kumod publishes delivery logs to every tsa-daemon
+-- pod and reads the merged result (suspensions, SetConfig actions) back
+-- through the ClusterIP Service.
+local shaper = shaping:setup_with_automation {
+  publish = config.tsa_publish,
+  subscribe = config.tsa_subscribe,
+  extra_files = settings.EXTRA_SHAPING_FILES,
+}
+
+-- Every destination goes to the sink. KumoMTA matches shaping providers by
+-- the recipient domain's real MX (Google gets enable_tls = "Required"), and
+-- TSA may push SetConfig actions, but the peer is always our sink, which
+-- offers no certificate kumod would trust: its TLS mode and port win.
+-- MTA-STS and DANE policies published for real domains (gmail.com enforces
+-- MTA-STS) would likewise demand TLS or MX names the sink cannot satisfy.
+local function sink_egress_path(routing_domain, egress_source, site_name)
+  local params = shaper.get_egress_path_config(routing_domain, egress_source, site_name, true)
+  params.enable_tls = config.sink.tls
+  params.enable_mta_sts = false
+  params.enable_dane = false
+  params.smtp_port = config.sink.port
+  return kumo.make_egress_path(params)
+end
+
+-- Registered after the shaping helper (so TSA publish queues keep their own
+-- config) and before the queue helper's hook. get_queue_config handlers run
+-- in registration order and the first non-nil result wins; this one always
+-- answers, taking retry/tenant/pool settings from queues.toml through the
+-- queue helper and replacing the delivery protocol with the sink's mx_list.
+-- The recipient domain stays the queue domain (no routing_domain rewrite),
+-- so per-domain queues, suspensions and bounces behave as in production.
+local queue_helper
+local function sink_queue_config(domain, tenant, campaign, routing_domain)
+  local params = queue_helper:resolve_config(domain, tenant, campaign) or {}
+  if params.provider_name == nil then
+    params.provider_name = queue_module:resolve_provider(domain, routing_domain)
+  end
+  params.protocol = { smtp = { mx_list = { config.sink.mx } } }
+  return kumo.make_queue_config(params)
+end
+
+kumo.on('get_queue_config', sink_queue_config)
+
+-- The queue helper comes after the shaping helper and our sink routing, as
+-- KumoMTA requires. Its own get_queue_config hook is registered last, where
+-- `kumod --validate` expects it, and is never reached because
+-- sink_queue_config always answers first.
+queue_helper = queue_module:setup { POLICY_DIR .. '/queues.toml' }
+
+kumo.on('get_egress_path_config', sink_egress_path)
+
+kumo.on('init', function()
+  kumo.define_spool { name = 'data', path = SPOOL_DIR .. '/data', kind = 'RocksDB' }
+  kumo.define_spool { name = 'meta', path = SPOOL_DIR .. '/meta', kind = 'RocksDB' }
+  kumo.configure_local_logs { log_dir = LOG_DIR }
+  kumo.configure_bounce_classifier { files = { IANA_BOUNCE_RULES } }
+  kumo.configure_redis_throttles { node = config.redis_url, pool_size = REDIS_POOL_SIZE }
+  -- Fail at startup, not on the first request, if the Secret is not mounted.
+  auth.read_credentials(config.http_auth_dir)
+  kumo.start_http_listener { listen = '0.0.0.0:8000', trusted_hosts = config.trusted_hosts }
+  shaper.setup_publish()
+end)
+
+kumo.on('http_server_validate_auth_basic', function(user, password)
+  return auth.validate(config.http_auth_dir, user, password)
+end)
+
+kumo.on('http_message_generated', function(msg)
+  queue_helper:apply(msg)
+end)

@@ -1,0 +1,23 @@
+import { CliError, EXIT, type ExitCode } from "./exit-codes.ts";
+
+/** Runs a script's main(), turning CliErrors into "error:/hint:" lines and exit codes. */
+export function runMain(main: () => Promise<ExitCode>): void {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      if (err instanceof CliError) {
+        process.stderr.write(`error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ""}`);
+        process.exitCode = err.exitCode;
+        return;
+      }
+      process.stderr.write(`internal error: ${(err as Error).stack ?? String(err)}\n`);
+      process.exitCode = EXIT.internal;
+    },
+  );
+}
+
+export function usageError(message: string, script: string): CliError {
+  return new CliError(EXIT.usage, message, `Run \`npm run ${script} -- --help\` for the options.`);
+}

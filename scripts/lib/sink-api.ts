@@ -1,0 +1,98 @@
+/** Client for the sink's HTTP API (contract: internal-contracts.md "Sink HTTP API"). */
+
+export interface SinkCounts {
+  accepted: number;
+  deferred: number;
+  bounced: number;
+}
+
+export interface SinkStats {
+  scenario: string;
+  started_at: string;
+  connections: { active: number; total: number };
+  messages: SinkCounts;
+  recipients: SinkCounts;
+  bytes: { accepted: number };
+  replies: Record<string, number>;
+  faults: Record<string, number>;
+  domains: Record<string, SinkCounts>;
+}
+
+export interface SinkScenario {
+  name: string;
+  available: string[];
+  rules?: unknown;
+}
+
+export class SinkUnreachableError extends Error {}
+
+export class SinkHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+  ) {
+    super(`sink answered HTTP ${status}: ${body.trim().slice(0, 300)}`);
+  }
+}
+
+async function call(base: string, path: string, init: RequestInit = {}): Promise<unknown> {
+  const url = new URL(path, base);
+  let res: globalThis.Response;
+  try {
+    res = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+    throw new SinkUnreachableError(`cannot reach the sink at ${base} (${cause})`);
+  }
+  const text = await res.text();
+  if (!res.ok) throw new SinkHttpError(res.status, text);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new SinkHttpError(res.status, `not JSON: ${text.slice(0, 200)}`);
+  }
+}
+
+export async function getSinkStats(base: string): Promise<SinkStats> {
+  return (await call(base, "/api/stats")) as SinkStats;
+}
+
+export async function getScenario(base: string): Promise<SinkScenario> {
+  return (await call(base, "/api/scenario")) as SinkScenario;
+}
+
+export async function putScenario(base: string, name: string): Promise<SinkScenario> {
+  return (await call(base, "/api/scenario", {
+    method: "PUT",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name }),
+  })) as SinkScenario;
+}
+
+/** Pure: what happened at the sink between two snapshots. */
+export interface SinkDelta {
+  delivered: number;
+  bounced: number;
+  deferralAttempts: number;
+}
+
+export function sinkDelta(before: SinkStats, after: SinkStats): SinkDelta {
+  // Counters restart with the sink process; after a restart everything counted so far is new.
+  if (after.started_at !== before.started_at) {
+    return {
+      delivered: after.recipients.accepted,
+      bounced: after.recipients.bounced,
+      deferralAttempts: after.recipients.deferred,
+    };
+  }
+  return {
+    delivered: after.recipients.accepted - before.recipients.accepted,
+    bounced: after.recipients.bounced - before.recipients.bounced,
+    deferralAttempts: after.recipients.deferred - before.recipients.deferred,
+  };
+}
+
+/** Recipients reach a final state at the sink by being accepted or bounced; deferrals are retried by kumod. */
+export function settled(delta: SinkDelta): number {
+  return delta.delivered + delta.bounced;
+}

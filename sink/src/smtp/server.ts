@@ -1,0 +1,87 @@
+/** The SMTP listener: connection limit, session bookkeeping and graceful drain. */
+import { createServer, type Server, type Socket } from "node:net";
+import type { SecureContext } from "node:tls";
+import { log } from "../log.ts";
+import type { CompiledScenario } from "../rules/engine.ts";
+import type { Settings } from "../settings.ts";
+import type { Stats } from "../stats.ts";
+import { Session, type SessionContext } from "./session.ts";
+
+export interface SmtpServer {
+  server: Server;
+  /** Stops accepting, lets transactions in flight finish, resolves when every connection is closed. */
+  drain(timeoutMs: number): Promise<{ forced: number }>;
+  draining(): boolean;
+}
+
+function ehloReply(settings: Settings, starttls: boolean): string {
+  const lines = [
+    `${settings.hostname} Hello`,
+    "PIPELINING",
+    `SIZE ${settings.maxMessageSize}`,
+    "8BITMIME",
+    "SMTPUTF8",
+    "ENHANCEDSTATUSCODES",
+    ...(starttls ? ["STARTTLS"] : []),
+  ];
+  return lines.map((l, i) => `250${i === lines.length - 1 ? " " : "-"}${l}\r\n`).join("");
+}
+
+export function createSmtpServer(
+  settings: Settings,
+  stats: Stats,
+  scenario: () => CompiledScenario,
+  tls: SecureContext | null,
+): SmtpServer {
+  const sessions = new Set<Session>();
+  let draining = false;
+  let onEmpty: (() => void) | null = null;
+  const ctx: SessionContext = {
+    settings,
+    stats,
+    scenario,
+    tls,
+    draining: () => draining,
+    ehlo: ehloReply(settings, tls !== null),
+    ehloAfterTls: ehloReply(settings, false),
+    onClose: (s) => {
+      sessions.delete(s);
+      if (sessions.size === 0) onEmpty?.();
+    },
+  };
+  const server = createServer((socket: Socket) => {
+    if (draining || stats.connectionsActive >= settings.maxConnections) {
+      // Refused before a session exists: one reply, no state kept.
+      stats.reply(0, 421);
+      socket.on("error", () => {});
+      socket.end("421 4.7.0 Too many connections, try again later\r\n", () => socket.destroy());
+      return;
+    }
+    sessions.add(new Session(socket, ctx));
+  });
+  // Accept failures (e.g. EMFILE) must not kill the process; listen errors are handled by the caller.
+  server.on("error", (err: NodeJS.ErrnoException) => {
+    if (server.listening) log("warn", "smtp accept failed", { error: err.code ?? err.message });
+  });
+  return {
+    server,
+    draining: () => draining,
+    drain(timeoutMs) {
+      draining = true;
+      server.close();
+      return new Promise((resolve) => {
+        if (sessions.size === 0) return resolve({ forced: 0 });
+        const timer = setTimeout(() => {
+          const forced = sessions.size;
+          for (const s of sessions) s.socket.destroy();
+          resolve({ forced });
+        }, timeoutMs);
+        onEmpty = () => {
+          clearTimeout(timer);
+          resolve({ forced: 0 });
+        };
+        for (const s of [...sessions]) s.drain();
+      });
+    },
+  };
+}

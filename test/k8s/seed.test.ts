@@ -1,0 +1,179 @@
+import { readFile, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { parse as parseEnv } from "dotenv";
+import { beforeAll, describe, expect, it } from "vitest";
+import {
+  ENV_DEFAULTS,
+  generateSecret,
+  isUsable,
+  mergeEnv,
+  planCredentials,
+  SECRET_FILES,
+} from "../../scripts/lib/credentials.ts";
+import { findGenerated, type K8sObject, LOCAL_OVERLAY, render, runSeed, scratchRepo } from "./render.ts";
+
+const secretsDir = (root: string) => path.join(root, LOCAL_OVERLAY, "secrets");
+/** Every credential value any test has seen, to prove none was ever printed. */
+const seen = new Set<string>();
+const remember = <T extends Record<string, string>>(values: T): T => {
+  for (const v of Object.values(values)) if (v.length >= 16 && !v.startsWith("http")) seen.add(v);
+  return values;
+};
+const readEnv = async (root: string) => remember(parseEnv(await readFile(path.join(root, ".env"))));
+const readSecrets = async (root: string) =>
+  remember(
+    Object.fromEntries(
+      await Promise.all(
+        Object.keys(SECRET_FILES).map(
+          async (f) => [f, await readFile(path.join(secretsDir(root), f), "utf8")] as const,
+        ),
+      ),
+    ),
+  );
+const mode = async (file: string) => (await stat(file)).mode & 0o777;
+const decoded = (secret: K8sObject, key: string) => Buffer.from(secret.data[key], "base64").toString("utf8");
+
+describe("credentials (pure logic)", () => {
+  it("generates 256-bit URL-safe secrets, different every time", () => {
+    const a = generateSecret();
+    expect(a).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(generateSecret()).not.toBe(a);
+    expect(isUsable(a)).toBe(true);
+    expect(isUsable("short")).toBe(false);
+    expect(isUsable("has space in it, quite long")).toBe(false);
+  });
+
+  it("keeps usable credentials, replaces unusable ones, regenerates all on rotate", () => {
+    let n = 0;
+    const gen = () => `generated-secret-value-${++n}`;
+    const existing = { KUMO_HTTP_USER: "alice", KUMO_HTTP_PASSWORD: "kept-password-1234567" };
+    const kept = planCredentials(existing, { "dragonfly-password": "bad" }, false, gen);
+    expect(kept.credentials).toEqual({
+      KUMO_HTTP_USER: "alice",
+      KUMO_HTTP_PASSWORD: "kept-password-1234567",
+      DRAGONFLY_PASSWORD: "generated-secret-value-1",
+    });
+    expect(kept.generated).toEqual(["DRAGONFLY_PASSWORD"]);
+    const rotated = planCredentials(existing, {}, true, gen);
+    expect(rotated.credentials.KUMO_HTTP_PASSWORD).toBe("generated-secret-value-2");
+    expect(rotated.credentials.KUMO_HTTP_USER).toBe("alice");
+    // The file the cluster Secret was built from wins over a hand-edited .env.
+    const fromFile = planCredentials(existing, { "kumo-http-password": "from-the-secret-file-123" }, false, gen);
+    expect(fromFile.credentials.KUMO_HTTP_PASSWORD).toBe("from-the-secret-file-123");
+  });
+
+  it("merges into .env without losing the user's own lines", () => {
+    const before =
+      "# mine\nKUMO_HTTP_URL=http://localhost:18000\nKUMO_HTTP_PASSWORD=old\nMY_SETTING=1\nKUMO_HTTP_PASSWORD=older\n";
+    const after = mergeEnv(before, {
+      KUMO_HTTP_USER: "u",
+      KUMO_HTTP_PASSWORD: "new-password-123456",
+      DRAGONFLY_PASSWORD: "dragonfly-only-in-secrets",
+    });
+    const parsed = parseEnv(after);
+    expect(parsed).toEqual({
+      KUMO_HTTP_URL: "http://localhost:18000",
+      KUMO_HTTP_PASSWORD: "new-password-123456",
+      KUMO_HTTP_USER: "u",
+      MY_SETTING: "1",
+      SINK_HTTP_URL: ENV_DEFAULTS.SINK_HTTP_URL,
+      TSA_HTTP_URL: ENV_DEFAULTS.TSA_HTTP_URL,
+    });
+    expect(after.startsWith("# mine\n")).toBe(true);
+    expect(after).not.toContain("dragonfly-only-in-secrets");
+  });
+});
+
+describe("npm run seed (the real script, in a scratch copy of the repository)", () => {
+  let root: string;
+  const outputs: string[] = [];
+  const seed = async (...args: string[]) => {
+    const run = await runSeed(root, args);
+    outputs.push(run.stdout, run.stderr);
+    return run;
+  };
+
+  beforeAll(async () => {
+    root = await scratchRepo();
+  });
+
+  it("creates .env and the secrets files with mode 0600, consistent with each other", async () => {
+    const run = await seed();
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stdout).toContain("generated KUMO_HTTP_PASSWORD, DRAGONFLY_PASSWORD");
+    expect(run.stdout).toContain("created");
+    expect(await mode(path.join(root, ".env"))).toBe(0o600);
+    for (const f of Object.keys(SECRET_FILES)) expect(await mode(path.join(secretsDir(root), f)), f).toBe(0o600);
+    expect(await mode(secretsDir(root))).toBe(0o700);
+    const env = await readEnv(root);
+    const secrets = await readSecrets(root);
+    expect(env).toMatchObject({ ...ENV_DEFAULTS, KUMO_HTTP_USER: secrets["kumo-http-username"] });
+    expect(env.KUMO_HTTP_PASSWORD).toBe(secrets["kumo-http-password"]);
+    expect(env.KUMO_HTTP_PASSWORD).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(secrets["dragonfly-password"]).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(secrets["dragonfly-password"]).not.toBe(env.KUMO_HTTP_PASSWORD);
+  });
+
+  it("renders Secrets that hold exactly the credentials in .env", async () => {
+    const env = await readEnv(root);
+    const secrets = await readSecrets(root);
+    const objects = await render(root);
+    const http = findGenerated(objects, "Secret", "kumo-http-auth");
+    expect(decoded(http, "username")).toBe(env.KUMO_HTTP_USER);
+    expect(decoded(http, "password")).toBe(env.KUMO_HTTP_PASSWORD);
+    expect(decoded(findGenerated(objects, "Secret", "dragonfly-auth"), "password")).toBe(secrets["dragonfly-password"]);
+  });
+
+  it("keeps existing credentials and the user's .env lines when run again", async () => {
+    const envFile = path.join(root, ".env");
+    await writeFile(envFile, `${await readFile(envFile, "utf8")}MY_SETTING=keep-me\n`);
+    const before = { env: await readEnv(root), secrets: await readSecrets(root) };
+    const run = await seed("--json");
+    expect(run.exitCode, run.stderr).toBe(0);
+    const summary = JSON.parse(run.stdout);
+    expect(summary.generated).toEqual([]);
+    expect(summary.kept).toEqual(["KUMO_HTTP_PASSWORD", "DRAGONFLY_PASSWORD"]);
+    expect(Object.values(summary.files)).toEqual(["unchanged", "unchanged", "unchanged", "unchanged"]);
+    expect(await readEnv(root)).toEqual(before.env);
+    expect(await readSecrets(root)).toEqual(before.secrets);
+  });
+
+  it("--rotate replaces every password and keeps the files consistent", async () => {
+    const before = { env: await readEnv(root), secrets: await readSecrets(root) };
+    const run = await seed("--rotate");
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stdout).toContain("(rotated)");
+    const env = await readEnv(root);
+    const secrets = await readSecrets(root);
+    expect(env.KUMO_HTTP_PASSWORD).not.toBe(before.env.KUMO_HTTP_PASSWORD);
+    expect(secrets["dragonfly-password"]).not.toBe(before.secrets["dragonfly-password"]);
+    expect(secrets["kumo-http-password"]).toBe(env.KUMO_HTTP_PASSWORD);
+    expect(env.MY_SETTING).toBe("keep-me");
+    expect(await mode(path.join(root, ".env"))).toBe(0o600);
+  });
+
+  it("answers --help and rejects unknown options with exit code 2", async () => {
+    const help = await seed("--help");
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout).toContain("--rotate");
+    const bad = await seed("--rotat");
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain("npm run seed -- --help");
+  });
+
+  it("gives concurrent first runs (Tilt and a test run on a fresh clone) one consistent set of credentials", async () => {
+    const fresh = await scratchRepo();
+    const runs = await Promise.all([1, 2, 3, 4].map(() => runSeed(fresh, ["--json"])));
+    for (const r of runs) expect(r.exitCode, r.stderr).toBe(0);
+    const generated = runs.map((r) => JSON.parse(r.stdout).generated.length);
+    expect(generated.sort()).toEqual([0, 0, 0, 2]);
+    expect((await readEnv(fresh)).KUMO_HTTP_PASSWORD).toBe((await readSecrets(fresh))["kumo-http-password"]);
+  });
+
+  it("never printed a credential, old or new", () => {
+    const all = outputs.join("\n");
+    expect(all.length).toBeGreaterThan(0);
+    expect(seen.size).toBeGreaterThanOrEqual(4);
+    for (const value of seen) expect(all).not.toContain(value);
+  });
+});

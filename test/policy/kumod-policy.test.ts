@@ -1,0 +1,443 @@
+import { rm } from "node:fs/promises";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  callsOf,
+  credentialsDir,
+  type HarnessOutput,
+  kumodEnv,
+  onlyCall,
+  runPolicy,
+  type StepResult,
+  step,
+} from "./lua-harness.ts";
+
+const SINK_MX = "sink.kumomta.svc.cluster.local:2525";
+const USER = "tilt-injector";
+// Characters that are URL syntax, a Lua pattern magic character and a space, so
+// both the constant-time compare and the file read are exercised on awkward bytes.
+const PASSWORD = "Zx9%p@ss:w0rd/with spaces&#?";
+
+// Real provider domains (matched by MX when DNS works), plain test domains,
+// IP literals and names that could never resolve.
+const RECIPIENTS = [
+  "alice@gmail.com",
+  "bob@googlemail.com",
+  "carol@yahoo.com",
+  "dan@outlook.com",
+  "erin@hotmail.com",
+  "frank@orange.fr",
+  "grace@comcast.net",
+  "heidi@example.org",
+  "ivan@example.com",
+  "judy@mail.sub.example.net",
+  "mallory@[10.1.2.3]",
+  "niaj@[IPv6:2001:db8::1]",
+  "olivia@localhost",
+  "peggy@xn--bcher-kva.example",
+];
+
+const domainOf = (recipient: string) => recipient.slice(recipient.lastIndexOf("@") + 1);
+
+function messageSteps(recipients: string[]): string[] {
+  return recipients.flatMap((r) => ["message", r, ""]);
+}
+
+function okStep(output: HarnessOutput, index: number): StepResult {
+  const s = step(output, index);
+  expect(s.ok, `step ${s.step} ${s.args.join(" ")}: ${JSON.stringify(s.error)}`).toBe(true);
+  return s;
+}
+
+/** Seconds in a KumoMTA duration string such as "20s", "1m", "2h". */
+function seconds(duration: string): number {
+  const match = /^(\d+)\s*(s|m|h)$/.exec(duration);
+  if (!match) throw new Error(`unexpected duration ${duration}`);
+  return Number(match[1]) * { s: 1, m: 60, h: 3600 }[match[2] as "s" | "m" | "h"];
+}
+
+/** Messages per second in a KumoMTA rate such as "100/s" or "6000/min". */
+function perSecond(rate: string): number {
+  const match = /^(\d+)\/(s|sec|min|h)$/.exec(rate);
+  if (!match) throw new Error(`unexpected rate ${rate}`);
+  return Number(match[1]) / { s: 1, sec: 1, min: 60, h: 3600 }[match[2] as "s" | "sec" | "min" | "h"];
+}
+
+describe("kumod policy routes every message to the sink", () => {
+  let authDir: string;
+  const outputs: Record<"dns" | "noDns", HarnessOutput | undefined> = { dns: undefined, noDns: undefined };
+
+  beforeAll(async () => {
+    authDir = await credentialsDir(USER, PASSWORD);
+    const steps = ["init", ...messageSteps(RECIPIENTS)];
+    outputs.dns = await runPolicy("init.lua", kumodEnv(authDir), steps);
+    outputs.noDns = await runPolicy("init.lua", kumodEnv(authDir), steps, { HARNESS_DNS: "none" });
+  });
+  afterAll(() => rm(authDir, { recursive: true, force: true }));
+
+  for (const variant of ["dns", "noDns"] as const) {
+    describe(variant === "dns" ? "with internet DNS (providers match)" : "without internet DNS", () => {
+      const out = () => outputs[variant] as HarnessOutput;
+
+      it("loads and initialises", () => {
+        expect(out().error).toBeUndefined();
+        expect(out().exitCode).toBe(0);
+        okStep(out(), 0);
+      });
+
+      RECIPIENTS.forEach((recipient, i) => {
+        const domain = domainOf(recipient);
+        it(`${domain}: sink mx_list, recipient domain kept as the queue domain`, () => {
+          const r = okStep(out(), i + 1).result;
+          expect(r.answered_by).toBe("policy");
+          expect(r.queue_config.protocol).toEqual({ smtp: { mx_list: [SINK_MX] } });
+          expect(r.meta.routing_domain).toBeUndefined();
+          expect(r.queue_name).toBe(`tilt@${domain}`);
+          expect(r.site_name).toBe(`mx_list:${SINK_MX}`);
+          expect(r.ready_queue).toBe(`sink-egress->mx_list:${SINK_MX}@smtp_client`);
+        });
+
+        it(`${domain}: egress path to the sink uses port 2525 (a number) with TLS Disabled`, () => {
+          const path = okStep(out(), i + 1).result.egress_path;
+          expect(path.smtp_port).toBe(2525);
+          expect(path.enable_tls).toBe("Disabled");
+          expect(path.enable_mta_sts).toBe(false);
+          expect(path.enable_dane).toBe(false);
+        });
+      });
+    });
+  }
+
+  it("overrides TLS even where the shaping lookup demanded Required (gmail.com -> Google provider)", () => {
+    const gmail = okStep(outputs.dns as HarnessOutput, 1).result;
+    expect(gmail.egress_path.provider_name).toBe("google");
+    expect(gmail.queue_config.provider_name).toBe("google");
+    expect(gmail.egress_path.enable_tls).toBe("Disabled");
+    const orange = okStep(outputs.dns as HarnessOutput, RECIPIENTS.indexOf("frank@orange.fr") + 1).result;
+    expect(orange.egress_path.provider_name).toBe("orange");
+    expect(orange.egress_path.enable_tls).toBe("Disabled");
+  });
+
+  it("retries sink deferrals within a minute and never leaves a message for days", () => {
+    const config = okStep(outputs.dns as HarnessOutput, 1).result.queue_config;
+    expect(seconds(config.retry_interval)).toBeLessThanOrEqual(60);
+    expect(seconds(config.max_retry_interval)).toBeLessThanOrEqual(60);
+    expect(seconds(config.max_age)).toBeLessThan(24 * 3600);
+    expect(config.egress_pool).toBe("sink-pool");
+  });
+
+  it("lifts KumoMTA's shipped 100 msg/s and 10 connection default for the sink", () => {
+    const path = okStep(outputs.dns as HarnessOutput, RECIPIENTS.indexOf("heidi@example.org") + 1).result.egress_path;
+    expect(path.connection_limit).toBeGreaterThan(10);
+    expect(perSecond(path.max_message_rate)).toBeGreaterThan(100);
+    expect(perSecond(path.max_connection_rate)).toBeGreaterThan(100 / 60);
+  });
+});
+
+describe("kumod policy wiring", () => {
+  let authDir: string;
+  let out: HarnessOutput;
+  const tsaHook = "http://tsa-1.tsa-headless.kumomta.svc.cluster.local:8008.tsa.kumomta";
+
+  beforeAll(async () => {
+    authDir = await credentialsDir(USER, PASSWORD);
+    out = await runPolicy("init.lua", kumodEnv(authDir), [
+      "init",
+      "queue",
+      "tenantless.example",
+      "queue",
+      tsaHook,
+      "message",
+      "a@example.org",
+      "spring-sale",
+      "rebound",
+      "example.org",
+      "[203.0.113.7]",
+    ]);
+  });
+  afterAll(() => rm(authDir, { recursive: true, force: true }));
+
+  it("defines RocksDB data and meta spools on the spool volume", () => {
+    const spools = callsOf(out, "kumo.define_spool").map((c) => c.args);
+    expect(spools).toEqual([
+      { name: "data", path: "/var/spool/kumomta/data", kind: "RocksDB" },
+      { name: "meta", path: "/var/spool/kumomta/meta", kind: "RocksDB" },
+    ]);
+  });
+
+  it("writes local logs to the log volume and classifies bounces with the shipped IANA rules", () => {
+    expect(onlyCall(out, "kumo.configure_local_logs").args).toEqual({ log_dir: "/var/log/kumomta" });
+    expect(onlyCall(out, "kumo.configure_bounce_classifier").args).toEqual({
+      files: ["/opt/kumomta/share/bounce_classifier/iana.toml"],
+    });
+  });
+
+  it("listens on 0.0.0.0:8000 trusting loopback plus KUMO_TRUSTED_HOSTS", () => {
+    expect(onlyCall(out, "kumo.start_http_listener").args).toEqual({
+      listen: "0.0.0.0:8000",
+      trusted_hosts: ["127.0.0.1", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"],
+    });
+  });
+
+  it("trusts only loopback when KUMO_TRUSTED_HOSTS is empty", async () => {
+    const alone = await runPolicy("init.lua", kumodEnv(authDir, { KUMO_TRUSTED_HOSTS: "" }), ["init"]);
+    expect(onlyCall(alone, "kumo.start_http_listener").args.trusted_hosts).toEqual(["127.0.0.1", "::1"]);
+  });
+
+  it("sets up the shaping helper first, then our sink routing, then the queue helper", () => {
+    const queueHooks = out.registrations.filter((r) => r.event === "get_queue_config").map((r) => r.by);
+    expect(queueHooks).toEqual(["policy-extras.shaping", "policy", "policy-extras.queue"]);
+    const setups = out.calls
+      .map((c) => c.fn)
+      .filter((fn) => fn.endsWith("setup_with_automation") || fn.startsWith("queue:"));
+    expect(setups).toEqual(["shaping:setup_with_automation", "queue:setup_with_options"]);
+    expect(out.registrations.filter((r) => r.replaced)).toEqual([]);
+  });
+
+  it("routes a queue that has no tenant (e.g. created by an admin rebind) to the sink too", () => {
+    const r = okStep(out, 1).result;
+    expect(r.queue_name).toBe("tenantless.example");
+    expect(r.queue_config.protocol.smtp.mx_list).toEqual([SINK_MX]);
+  });
+
+  it("leaves TSA publish queues to the shaping helper (they must reach tsa-daemon, not the sink)", () => {
+    const r = okStep(out, 2).result;
+    expect(r.answered_by).toBe("policy-extras.shaping");
+    expect(r.queue_config.protocol).toEqual({ custom_lua: { constructor: `make.${tsaHook}` } });
+  });
+
+  it("keeps a queue rebound to an outside routing_domain inside the cluster", () => {
+    const r = okStep(out, 4).result;
+    expect(r.queue_name).toBe("tilt@example.org![203.0.113.7]");
+    expect(r.queue_config.protocol.smtp.mx_list).toEqual([SINK_MX]);
+    expect(r.site_name).toBe(`mx_list:${SINK_MX}`);
+  });
+
+  it("keeps the campaign from X-Campaign in the queue name and strips the header", () => {
+    const r = okStep(out, 3).result;
+    expect(r.queue_name).toBe("spring-sale:tilt@example.org");
+    expect(r.headers).toEqual({});
+    expect(r.queue_config.protocol.smtp.mx_list).toEqual([SINK_MX]);
+  });
+
+  it("uses Dragonfly by FQDN for shared throttles with the password URL-encoded and a numeric pool size", async () => {
+    const password = "p@ss:w/rd%?#&=+ é";
+    const custom = await runPolicy("init.lua", kumodEnv(authDir, { DRAGONFLY_PASSWORD: password }), ["init"]);
+    const args = onlyCall(custom, "kumo.configure_redis_throttles").args;
+    const url = new URL(args.node);
+    expect(url.protocol).toBe("redis:");
+    expect(url.hostname).toBe("dragonfly.kumomta.svc.cluster.local");
+    expect(url.port).toBe("6379");
+    expect(url.username).toBe("");
+    expect(decodeURIComponent(url.password)).toBe(password);
+    expect(args.node).not.toContain(password);
+    expect(args.node).toMatch(/^redis:\/\/:[A-Za-z0-9\-._~%]+@dragonfly\.kumomta\.svc\.cluster\.local:6379$/);
+    expect(Number.isInteger(args.pool_size)).toBe(true);
+  });
+
+  it("publishes to the TSA pods after init and subscribes through the ClusterIP Service", () => {
+    const hooks = callsOf(out, "kumo.configure_log_hook").map((c) => c.args.name);
+    expect(hooks.sort()).toEqual([
+      "http://tsa-0.tsa-headless.kumomta.svc.cluster.local:8008.tsa.kumomta",
+      "http://tsa-1.tsa-headless.kumomta.svc.cluster.local:8008.tsa.kumomta",
+    ]);
+    expect(onlyCall(out, "kumo.spawn_task").args).toEqual({
+      event_name: "kumo.tsa.suspension.subscriber",
+      args: ["http://tsa.kumomta.svc.cluster.local:8008"],
+    });
+  });
+
+  it("loads KumoMTA's default and community shaping files, ours, then the TSA overlay", () => {
+    const setup = onlyCall(out, "shaping:setup_with_automation").args;
+    expect(setup.extra_files).toEqual([
+      "/opt/kumomta/share/community/shaping.toml",
+      "/opt/kumomta/etc/policy/shaping.toml",
+    ]);
+    const loads = callsOf(out, "kumo.shaping.load");
+    expect(loads.length).toBeGreaterThan(0);
+    expect(loads[0]?.args.files).toEqual([
+      "/opt/kumomta/share/policy-extras/shaping.toml",
+      "/opt/kumomta/share/community/shaping.toml",
+      "/opt/kumomta/etc/policy/shaping.toml",
+      "http://tsa.kumomta.svc.cluster.local:8008/get_config_v1/shaping.toml",
+    ]);
+  });
+});
+
+describe("kumod policy follows its environment", () => {
+  let authDir: string;
+  beforeAll(async () => {
+    authDir = await credentialsDir(USER, PASSWORD);
+  });
+  afterAll(() => rm(authDir, { recursive: true, force: true }));
+
+  for (const replicas of [1, 2, 3, 4, 5]) {
+    it(`publishes to exactly ${replicas} TSA pod URL(s) for TSA_REPLICAS=${replicas}`, async () => {
+      const out = await runPolicy(
+        "init.lua",
+        kumodEnv(authDir, { TSA_REPLICAS: String(replicas), POD_NAMESPACE: "mail-lab", TSA_STS: "tsa-daemon" }),
+        [],
+      );
+      expect(out.error).toBeUndefined();
+      const setup = onlyCall(out, "shaping:setup_with_automation").args;
+      expect(setup.publish).toEqual(
+        Array.from(
+          { length: replicas },
+          (_, i) => `http://tsa-daemon-${i}.tsa-headless.mail-lab.svc.cluster.local:8008`,
+        ),
+      );
+      expect(setup.subscribe).toEqual(["http://tsa.mail-lab.svc.cluster.local:8008"]);
+    });
+  }
+
+  it("builds every FQDN from POD_NAMESPACE and CLUSTER_DOMAIN, and every port from its variable", async () => {
+    const out = await runPolicy(
+      "init.lua",
+      kumodEnv(authDir, {
+        POD_NAMESPACE: "team-a",
+        CLUSTER_DOMAIN: "corp.internal",
+        SINK_SERVICE: "blackhole",
+        SINK_SMTP_PORT: "2626",
+        SINK_TLS: "OpportunisticInsecure",
+        DRAGONFLY_SERVICE: "redis",
+        DRAGONFLY_PORT: "6380",
+        TSA_PORT: "9008",
+        TSA_SERVICE: "tsa-api",
+      }),
+      ["init", "message", "x@gmail.com", ""],
+    );
+    const r = okStep(out, 1).result;
+    expect(r.queue_config.protocol.smtp.mx_list).toEqual(["blackhole.team-a.svc.corp.internal:2626"]);
+    expect(r.egress_path.smtp_port).toBe(2626);
+    expect(r.egress_path.enable_tls).toBe("OpportunisticInsecure");
+    expect(new URL(onlyCall(out, "kumo.configure_redis_throttles").args.node).host).toBe(
+      "redis.team-a.svc.corp.internal:6380",
+    );
+    const setup = onlyCall(out, "shaping:setup_with_automation").args;
+    expect(setup.publish[0]).toBe("http://tsa-0.tsa-headless.team-a.svc.corp.internal:9008");
+    expect(setup.subscribe).toEqual(["http://tsa-api.team-a.svc.corp.internal:9008"]);
+  });
+
+  const badEnv: Array<[string, Record<string, string | undefined>, RegExp]> = [
+    ["non-numeric TSA_REPLICAS", { TSA_REPLICAS: "two" }, /TSA_REPLICAS="two" is invalid: expected a whole number/],
+    ["zero TSA_REPLICAS", { TSA_REPLICAS: "0" }, /TSA_REPLICAS="0" is invalid/],
+    ["fractional TSA_REPLICAS", { TSA_REPLICAS: "2.0" }, /TSA_REPLICAS="2.0" is invalid/],
+    ["missing TSA_REPLICAS", { TSA_REPLICAS: undefined }, /TSA_REPLICAS is not set/],
+    ["out-of-range SINK_SMTP_PORT", { SINK_SMTP_PORT: "99999" }, /SINK_SMTP_PORT="99999" is invalid/],
+    ["hex TSA_PORT", { TSA_PORT: "0x1f48" }, /TSA_PORT="0x1f48" is invalid/],
+    [
+      "0.0.0.0/0 in KUMO_TRUSTED_HOSTS",
+      { KUMO_TRUSTED_HOSTS: "10.0.0.0/8,0.0.0.0/0" },
+      /0\.0\.0\.0\/0.*whole internet/,
+    ],
+    ["::/0 in KUMO_TRUSTED_HOSTS", { KUMO_TRUSTED_HOSTS: "::/0" }, /"::\/0" is invalid: a \/0 network/],
+    ["bare 0.0.0.0 in KUMO_TRUSTED_HOSTS", { KUMO_TRUSTED_HOSTS: "0.0.0.0" }, /unspecified address is one host/],
+    ["non-strict CIDR", { KUMO_TRUSTED_HOSTS: "10.1.2.3/8" }, /"10\.1\.2\.3\/8" is invalid: host bits/],
+    ["non-strict IPv6 CIDR", { KUMO_TRUSTED_HOSTS: "fd00::1/8" }, /"fd00::1\/8" is invalid: host bits/],
+    ["garbage trusted host", { KUMO_TRUSTED_HOSTS: "pods" }, /KUMO_TRUSTED_HOSTS="pods" is invalid/],
+    ["TLS the sink cannot do", { SINK_TLS: "Required" }, /SINK_TLS="Required" is invalid/],
+    ["missing POD_NAMESPACE", { POD_NAMESPACE: undefined }, /POD_NAMESPACE is not set/],
+    ["namespace that is not a DNS label", { POD_NAMESPACE: "Mail_Lab" }, /POD_NAMESPACE="Mail_Lab" is invalid/],
+    ["missing DRAGONFLY_PASSWORD", { DRAGONFLY_PASSWORD: undefined }, /DRAGONFLY_PASSWORD is not set.*dragonfly-auth/],
+  ];
+  for (const [label, overrides, message] of badEnv) {
+    it(`refuses to start with ${label}`, async () => {
+      const out = await runPolicy("init.lua", kumodEnv(authDir, overrides), ["init"]);
+      expect(out.ok).toBe(false);
+      expect(out.exitCode).toBe(1);
+      expect(out.error).toMatch(/^kumomta-tilt policy: /);
+      expect(out.error).toMatch(message);
+    });
+  }
+
+  it("accepts valid IPv6 and single-host entries in KUMO_TRUSTED_HOSTS", async () => {
+    const hosts = "10.244.0.0/16, fd00:10:244::/56,192.168.65.3,2001:db8::/32";
+    const out = await runPolicy("init.lua", kumodEnv(authDir, { KUMO_TRUSTED_HOSTS: hosts }), ["init"]);
+    expect(onlyCall(out, "kumo.start_http_listener").args.trusted_hosts).toEqual([
+      "127.0.0.1",
+      "::1",
+      "10.244.0.0/16",
+      "fd00:10:244::/56",
+      "192.168.65.3",
+      "2001:db8::/32",
+    ]);
+  });
+});
+
+describe("kumod policy HTTP basic auth against the mounted Secret files", () => {
+  let authDir: string;
+  beforeAll(async () => {
+    authDir = await credentialsDir(USER, `${PASSWORD}\n`);
+  });
+  afterAll(() => rm(authDir, { recursive: true, force: true }));
+
+  it("accepts the seeded credentials and rejects everything else", async () => {
+    const attempts: Array<[string, string, boolean]> = [
+      [USER, PASSWORD, true],
+      [USER, `${PASSWORD}x`, false],
+      [USER, PASSWORD.slice(0, -1), false],
+      [USER, PASSWORD.toUpperCase(), false],
+      [`${USER} `, PASSWORD, false],
+      ["admin", PASSWORD, false],
+      [USER, "", false],
+      ["", "", false],
+      ["", PASSWORD, false],
+    ];
+    const out = await runPolicy(
+      "init.lua",
+      kumodEnv(authDir),
+      attempts.flatMap(([u, p]) => ["auth", u, p]),
+    );
+    attempts.forEach(([u, p, expected], i) => {
+      expect(okStep(out, i).result.accepted, `user=${JSON.stringify(u)} password=${JSON.stringify(p)}`).toBe(expected);
+    });
+  });
+
+  it("honours a rotated password without reloading the policy", async () => {
+    const out = await runPolicy("init.lua", kumodEnv(authDir), [
+      "auth",
+      USER,
+      PASSWORD,
+      "write",
+      path.join(authDir, "password"),
+      "rotated-password",
+      "auth",
+      USER,
+      PASSWORD,
+      "auth",
+      USER,
+      "rotated-password",
+      "write",
+      path.join(authDir, "password"),
+      PASSWORD,
+    ]);
+    expect(okStep(out, 0).result.accepted).toBe(true);
+    expect(okStep(out, 2).result.accepted).toBe(false);
+    expect(okStep(out, 3).result.accepted).toBe(true);
+  });
+
+  it("fails init clearly when the Secret is not mounted, and never accepts without it", async () => {
+    const missing = path.join(authDir, "does-not-exist");
+    const out = await runPolicy("init.lua", kumodEnv(missing), ["init", "auth", USER, PASSWORD]);
+    const init = step(out, 0);
+    expect(init.ok).toBe(false);
+    expect(String(init.error)).toMatch(/cannot read HTTP credential file .*does-not-exist\/username.*kumo-http-auth/);
+    const auth = step(out, 1);
+    expect(auth.ok).toBe(false);
+    expect(auth.result).toBeUndefined();
+  });
+
+  it("fails clearly on an empty credential file without revealing the other secret", async () => {
+    const secretUser = "user-only-the-secret-knows";
+    const emptyDir = await credentialsDir(secretUser, "");
+    try {
+      const out = await runPolicy("init.lua", kumodEnv(emptyDir), ["init", "auth", "someone", "guess"]);
+      expect(step(out, 0).ok).toBe(false);
+      expect(String(step(out, 0).error)).toMatch(/password is empty; run `npm run seed`/);
+      expect(step(out, 1).ok).toBe(false);
+      expect(JSON.stringify(out)).not.toContain(secretUser);
+    } finally {
+      await rm(emptyDir, { recursive: true, force: true });
+    }
+  });
+});
