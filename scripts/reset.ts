@@ -84,8 +84,8 @@ async function main(): Promise<ExitCode> {
   step(`deleting spool PVCs (${PART_OF}) in ${ns}`);
   process.stdout.write(
     await kubectlOk(
-      ["delete", "pvc", "-n", ns, "-l", PART_OF, "--wait", "--ignore-not-found", "--timeout=180s"],
-      200_000,
+      ["delete", "pvc", "-n", ns, "-l", PART_OF, "--wait", "--ignore-not-found", "--timeout=330s"],
+      350_000,
     ),
   );
   step(`deleting namespace ${ns}`);

@@ -252,13 +252,14 @@ describe("environment", () => {
       { KUMO_HTTP_USER: "proc", KUMO_HTTP_PASSWORD: "" },
       "/x/.env",
       true,
+      "mail-lab",
     );
     expect(env).toMatchObject({
       kumoUrl: "http://localhost:8000",
       kumoUser: "proc",
       kumoPassword: undefined,
       sinkUrl: "http://s:1",
-      namespace: "kumomta",
+      namespace: "mail-lab",
     });
   });
 });
