@@ -1,7 +1,6 @@
-import { parseArgs } from "node:util";
 import chalk from "chalk";
 import { execa } from "execa";
-import { runMain, usageError } from "./lib/cli.ts";
+import { parseCliArgs, runMain } from "./lib/cli.ts";
 import {
   allPassed,
   type CheckResult,
@@ -237,15 +236,10 @@ const MARK: Record<CheckState, string> = {
 };
 
 async function main(): Promise<ExitCode> {
-  let values: { json?: boolean; namespace?: string; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: process.argv.slice(2),
-      options: { json: { type: "boolean" }, namespace: { type: "string" }, help: { type: "boolean", short: "h" } },
-    }));
-  } catch (err) {
-    throw usageError((err as Error).message, "doctor");
-  }
+  const { values } = parseCliArgs("doctor", {
+    args: process.argv.slice(2),
+    options: { json: { type: "boolean" }, namespace: { type: "string" }, help: { type: "boolean", short: "h" } },
+  });
   if (values.help) {
     process.stdout.write(HELP);
     return EXIT.ok;

@@ -1,7 +1,6 @@
 import { createInterface } from "node:readline/promises";
-import { parseArgs } from "node:util";
 import { execa } from "execa";
-import { runMain, usageError } from "./lib/cli.ts";
+import { parseCliArgs, runMain } from "./lib/cli.ts";
 import { confirmationDecision } from "./lib/confirm.ts";
 import { loadToolEnv, REPO_ROOT } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
@@ -29,19 +28,14 @@ ${exitCodeTable([EXIT.ok, EXIT.usage, EXIT.kubectlMissing, EXIT.clusterUnreachab
 const step = (text: string) => process.stdout.write(`==> ${text}\n`);
 
 async function main(): Promise<ExitCode> {
-  let values: { yes?: boolean; namespace?: string; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: process.argv.slice(2),
-      options: {
-        yes: { type: "boolean", short: "y" },
-        namespace: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }));
-  } catch (err) {
-    throw usageError((err as Error).message, "reset");
-  }
+  const { values } = parseCliArgs("reset", {
+    args: process.argv.slice(2),
+    options: {
+      yes: { type: "boolean", short: "y" },
+      namespace: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
   if (values.help) {
     process.stdout.write(HELP);
     return EXIT.ok;

@@ -1,6 +1,5 @@
-import { parseArgs } from "node:util";
 import chalk from "chalk";
-import { runMain, usageError } from "./lib/cli.ts";
+import { parseCliArgs, runMain, usageError } from "./lib/cli.ts";
 import { loadToolEnv } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
 import { getScenario, putScenario, SinkHttpError, SinkUnreachableError } from "./lib/sink-api.ts";
@@ -44,17 +43,11 @@ function sinkError(err: unknown, url: string, available?: string[]): CliError {
 }
 
 async function main(): Promise<ExitCode> {
-  let parsed: { values: { json?: boolean; help?: boolean; "sink-url"?: string }; positionals: string[] };
-  try {
-    parsed = parseArgs({
-      args: process.argv.slice(2),
-      allowPositionals: true,
-      options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" }, "sink-url": { type: "string" } },
-    });
-  } catch (err) {
-    throw usageError((err as Error).message, "scenario");
-  }
-  const { values, positionals } = parsed;
+  const { values, positionals } = parseCliArgs("scenario", {
+    args: process.argv.slice(2),
+    allowPositionals: true,
+    options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" }, "sink-url": { type: "string" } },
+  });
   if (values.help) {
     process.stdout.write(HELP);
     return EXIT.ok;

@@ -5,9 +5,8 @@
 import { chmod, mkdir, readFile, rename, rmdir, stat, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseArgs } from "node:util";
 import { parse as parseEnv } from "dotenv";
-import { runMain, usageError } from "./lib/cli.ts";
+import { parseCliArgs, runMain } from "./lib/cli.ts";
 import { mergeEnv, planCredentials, SECRET_FILES, type SecretFile, secretFileContents } from "./lib/credentials.ts";
 import { REPO_ROOT } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
@@ -122,21 +121,16 @@ async function withLock<T>(work: () => Promise<T>): Promise<T> {
 }
 
 async function main(): Promise<ExitCode> {
-  let values: { rotate?: boolean; json?: boolean; quiet?: boolean; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      options: {
-        rotate: { type: "boolean" },
-        json: { type: "boolean" },
-        quiet: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    throw usageError((err as Error).message, "seed");
-  }
+  const { values } = parseCliArgs("seed", {
+    options: {
+      rotate: { type: "boolean" },
+      json: { type: "boolean" },
+      quiet: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
   if (values.help) {
     process.stdout.write(HELP);
     return EXIT.ok;

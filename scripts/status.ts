@@ -1,6 +1,5 @@
-import { parseArgs } from "node:util";
 import chalk from "chalk";
-import { runMain, usageError } from "./lib/cli.ts";
+import { parseCliArgs, runMain } from "./lib/cli.ts";
 import { loadToolEnv } from "./lib/env.ts";
 import { EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
 import { listPods, type PodInfo, portForward, requireNamespace } from "./lib/kubectl.ts";
@@ -122,15 +121,10 @@ function render(
 }
 
 async function main(): Promise<ExitCode> {
-  let values: { json?: boolean; namespace?: string; help?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: process.argv.slice(2),
-      options: { json: { type: "boolean" }, namespace: { type: "string" }, help: { type: "boolean", short: "h" } },
-    }));
-  } catch (err) {
-    throw usageError((err as Error).message, "status");
-  }
+  const { values } = parseCliArgs("status", {
+    args: process.argv.slice(2),
+    options: { json: { type: "boolean" }, namespace: { type: "string" }, help: { type: "boolean", short: "h" } },
+  });
   if (values.help) {
     process.stdout.write(HELP);
     return EXIT.ok;

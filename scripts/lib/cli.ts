@@ -1,3 +1,4 @@
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import { CliError, EXIT, type ExitCode } from "./exit-codes.ts";
 
 /** Runs a script's main(), turning CliErrors into "error:/hint:" lines and exit codes. */
@@ -20,4 +21,16 @@ export function runMain(main: () => Promise<ExitCode>): void {
 
 export function usageError(message: string, script: string): CliError {
   return new CliError(EXIT.usage, message, `Run \`npm run ${script} -- --help\` for the options.`);
+}
+
+/** node:util's parseArgs, with a mistake on the command line reported as a usage error (exit 2) that points at --help. */
+export function parseCliArgs<const T extends ParseArgsConfig>(
+  script: string,
+  config: T,
+): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    throw usageError((err as Error).message, script);
+  }
 }
