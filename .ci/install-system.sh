@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests drive for real: Postfix's smtp-source/smtp-sink and swaks talk SMTP to the sink,
-# lua5.4 runs the KumoMTA policy, luacheck lints it. Postfix is preseeded so its installer asks nothing.
+# lua5.4 runs the KumoMTA policy, luacheck lints it, openssl makes the sink's test certificates. Postfix is preseeded
+# so its installer asks nothing.
 set -euo pipefail
-packages=(postfix swaks lua5.4 lua-check)
+packages=(postfix swaks lua5.4 lua-check openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

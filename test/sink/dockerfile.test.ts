@@ -59,8 +59,9 @@ describe("sink/Dockerfile", () => {
     const { argv } = imageCommand();
     expect(argv).toEqual(["node", "--import", "tsx", "src/main.ts"]);
     expect(pkg.scripts.start).toBe(argv.join(" "));
-    expect(final).toMatch(/^COPY src \.\/src$/m);
-    expect(final).toMatch(/^COPY config \.\/config$/m);
+    // Owned by the runtime user (--chown) so Tilt's live update can write the synced sources.
+    expect(final).toMatch(/^COPY --chown=1000:1000 src \.\/src$/m);
+    expect(final).toMatch(/^COPY --chown=1000:1000 config \.\/config$/m);
   });
 
   it("keeps node_modules and local clutter out of the build context", () => {

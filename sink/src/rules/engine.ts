@@ -117,13 +117,14 @@ class CompiledRule {
   }
 
   /** Counts one event against the throttle; true when it is over the limit. */
-  private overThrottle(peer: PeerState, now: number): boolean {
+  private overThrottle(peer: PeerState): boolean {
     if (this.throttlePer === PER_CONNECTION) {
       const counts = peer.throttleCounts as Int32Array;
       const n = (counts[this.connectionSlot] as number) + 1;
       counts[this.connectionSlot] = n;
       return n > this.throttleMax;
     }
+    const now = Date.now();
     const width = this.throttlePer === PER_SECOND ? 1000 : 60_000;
     if (now - this.windowStart >= width) {
       this.windowStart = now - (now % width);
@@ -133,8 +134,8 @@ class CompiledRule {
   }
 
   /** Applies the rule; returns true when it fired. Sets an outcome in `out` only if it has one. */
-  apply(peer: PeerState, domain: string, random: Random, now: number, out: Decision): boolean {
-    if (this.throttlePer !== 0 && !this.overThrottle(peer, now)) return false;
+  apply(peer: PeerState, domain: string, random: Random, out: Decision): boolean {
+    if (this.throttlePer !== 0 && !this.overThrottle(peer)) return false;
     if (this.probability < 1 && random.next() >= this.probability) return false;
     if (this.delay !== null) out.delayMs += this.delay(random);
     if (this.disconnect) out.disconnect = true;
@@ -161,6 +162,8 @@ export class CompiledScenario {
   readonly directives: number;
   readonly byStage: CompiledRule[][];
   readonly connectionSlots: number;
+  /** Per stage, the rules that apply to one domain: a message to one domain checks one map, not every rule. */
+  private readonly byDomain: Map<string, CompiledRule[]>[] = [new Map(), new Map(), new Map(), new Map()];
 
   constructor(
     def: ScenarioDef,
@@ -199,14 +202,33 @@ export class CompiledScenario {
       peer.throttleCounts = new Int32Array(this.connectionSlots);
       peer.throttleOwner = this;
     }
-    const now = Date.now();
+    if (to - from === 1) {
+      const domain = domains[from] as string;
+      for (const rule of this.rulesFor(stage, rules, domain)) {
+        if (!rule.apply(peer, domain, this.random, out)) continue;
+        this.onFault(rule.name);
+        if (rule.decisive) return;
+      }
+      return;
+    }
     for (const rule of rules) {
       const at = stage === STAGE_RCPT || stage === STAGE_DATA ? rule.matchDomain(domains, from, to) : from;
       if (at < 0) continue;
-      if (!rule.apply(peer, at < to ? (domains[at] as string) : "", this.random, now, out)) continue;
+      if (!rule.apply(peer, at < to ? (domains[at] as string) : "", this.random, out)) continue;
       this.onFault(rule.name);
       if (rule.decisive) return;
     }
+  }
+
+  private rulesFor(stage: number, rules: CompiledRule[], domain: string): CompiledRule[] {
+    const cache = this.byDomain[stage] as Map<string, CompiledRule[]>;
+    let list = cache.get(domain);
+    if (list === undefined) {
+      list = rules.filter((r) => r.matchDomain([domain], 0, 1) >= 0);
+      // Bounded: past this many distinct domains, new ones are matched rule by rule each time (same result).
+      if (cache.size < 10_000) cache.set(domain, list);
+    }
+    return list;
   }
 }
 
