@@ -1,6 +1,6 @@
 import chalk from "chalk";
 import { execa } from "execa";
-import { parseCliArgs, runMain } from "./lib/cli.ts";
+import { NAMESPACE_TOOL_OPTIONS, parseCliArgs, runMain } from "./lib/cli.ts";
 import {
   allPassed,
   type CheckResult,
@@ -238,7 +238,7 @@ const MARK: Record<CheckState, string> = {
 async function main(): Promise<ExitCode> {
   const { values } = parseCliArgs("doctor", {
     args: process.argv.slice(2),
-    options: { json: { type: "boolean" }, namespace: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: NAMESPACE_TOOL_OPTIONS,
   });
   if (values.help) {
     process.stdout.write(HELP);

@@ -1,5 +1,5 @@
 import chalk from "chalk";
-import { parseCliArgs, runMain } from "./lib/cli.ts";
+import { NAMESPACE_TOOL_OPTIONS, parseCliArgs, runMain } from "./lib/cli.ts";
 import { loadToolEnv } from "./lib/env.ts";
 import { EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
 import { listPods, type PodInfo, portForward, requireNamespace } from "./lib/kubectl.ts";
@@ -123,7 +123,7 @@ function render(
 async function main(): Promise<ExitCode> {
   const { values } = parseCliArgs("status", {
     args: process.argv.slice(2),
-    options: { json: { type: "boolean" }, namespace: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: NAMESPACE_TOOL_OPTIONS,
   });
   if (values.help) {
     process.stdout.write(HELP);

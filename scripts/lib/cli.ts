@@ -34,3 +34,10 @@ export function parseCliArgs<const T extends ParseArgsConfig>(
     throw usageError((err as Error).message, script);
   }
 }
+
+/** The options of the tools that look at one namespace of the cluster (status, doctor). */
+export const NAMESPACE_TOOL_OPTIONS = {
+  json: { type: "boolean" },
+  namespace: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
