@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import cliProgress from "cli-progress";
+import { runMain, usageError } from "./lib/cli.ts";
 import { loadToolEnv, REPO_ROOT } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
 import { DEFAULT_DOMAINS, type InjectOptions, parseInjectArgs } from "./lib/inject-args.ts";
@@ -249,7 +250,7 @@ async function main(argv: string[]): Promise<ExitCode> {
   try {
     opts = parseInjectArgs(argv);
   } catch (err) {
-    throw new CliError(EXIT.usage, (err as Error).message, "Run `npm run inject -- --help` for the options.");
+    throw usageError((err as Error).message, "inject");
   }
   if (opts.help) {
     process.stdout.write(HELP);
@@ -333,22 +334,5 @@ async function main(argv: string[]): Promise<ExitCode> {
   return code;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    if (err instanceof CliError) {
-      process.stderr.write(`error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ""}`);
-      // Machines reading --json get the failure too, in the summary's shape for exit_code and error.
-      if (process.argv.includes("--json")) {
-        const error = { message: err.message, hint: err.hint ?? "" };
-        process.stdout.write(`${JSON.stringify({ exit_code: err.exitCode, error })}\n`);
-      }
-      process.exitCode = err.exitCode;
-      return;
-    }
-    process.stderr.write(`internal error: ${(err as Error).stack ?? String(err)}\n`);
-    process.exitCode = EXIT.internal;
-  },
-);
+// The summary's shape for exit_code and error, also when the run fails before it starts.
+runMain(() => main(process.argv.slice(2)), { jsonErrors: process.argv.includes("--json") });

@@ -1,8 +1,11 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { CliError, EXIT, type ExitCode } from "./exit-codes.ts";
 
-/** Runs a script's main(), turning CliErrors into "error:/hint:" lines and exit codes. */
-export function runMain(main: () => Promise<ExitCode>): void {
+/**
+ * Runs a script's main(), turning CliErrors into "error:/hint:" lines and exit codes. With `jsonErrors`, a CliError
+ * is also printed on stdout as `{exit_code, error}`, so machines reading --json get the failure too.
+ */
+export function runMain(main: () => Promise<ExitCode>, opts: { jsonErrors?: boolean } = {}): void {
   main().then(
     (code) => {
       process.exitCode = code;
@@ -10,6 +13,10 @@ export function runMain(main: () => Promise<ExitCode>): void {
     (err: unknown) => {
       if (err instanceof CliError) {
         process.stderr.write(`error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ""}`);
+        if (opts.jsonErrors) {
+          const error = { message: err.message, hint: err.hint ?? "" };
+          process.stdout.write(`${JSON.stringify({ exit_code: err.exitCode, error })}\n`);
+        }
         process.exitCode = err.exitCode;
         return;
       }

@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
 import { execa, type ResultPromise } from "execa";
+import type { Summary } from "../../scripts/lib/inject-summary.ts";
 
 export const ROOT = resolve(import.meta.dirname, "..", "..");
 
@@ -18,25 +19,8 @@ export function inject(args: string[], env: Record<string, string> = {}): Result
   });
 }
 
-export interface JsonSummary {
-  exit_code: number;
-  interrupted: boolean;
-  requests: { sent: number; ok: number; failed: number; retries: number };
-  recipients: { sent: number; accepted: number; failed: number };
-  errors: { text: string; count: number }[];
-  latency_ms: { p50: number; p95: number; p99: number; max: number };
-  elapsed_s: number;
-  rate: { recipients_per_s: number; requests_per_s: number; target_recipients_per_s: number | null };
-  verify: {
-    expected: number;
-    delivered: number;
-    bounced: number;
-    deferral_attempts: number;
-    complete: boolean;
-  } | null;
-  error: { message: string; hint: string } | null;
-  max_rss_bytes: number;
-}
+/** What `inject --json` prints: the script's own summary type, so the tests read the fields users rely on. */
+export type JsonSummary = Summary;
 
 export function summaryOf(stdout: string): JsonSummary {
   return JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as JsonSummary;
