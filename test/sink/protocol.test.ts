@@ -140,6 +140,21 @@ describe("protocol details (raw bytes)", () => {
     expect((await sink.stats()).domains["split.test"]?.accepted).toBe(before + message.length - 1);
   });
 
+  it("reassembles command lines split across reads while other connections are read in between", async () => {
+    const [a, b] = [await RawSmtp.open(sink.smtpPort), await RawSmtp.open(sink.smtpPort)];
+    await a.hello();
+    await b.hello();
+    const line = "MAIL FROM:<first-half@interleave.test>";
+    for (let cut = 1; cut < line.length; cut += 7) {
+      await a.write(line.slice(0, cut));
+      expect(await b.cmd(`NOOP ${"n".repeat(cut)}`)).toBe("250 2.0.0 Ok");
+      expect(await a.cmd(line.slice(cut))).toBe("250 2.1.0 Ok");
+      expect(await a.cmd("RSET")).toBe("250 2.0.0 Ok");
+    }
+    a.close();
+    b.close();
+  });
+
   it("enforces SIZE: 552 at MAIL for a declared size, 552 after the dot for a larger body, session goes on", async () => {
     const c = await RawSmtp.open(sink.smtpPort);
     await c.hello();

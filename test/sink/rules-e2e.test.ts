@@ -236,6 +236,24 @@ describe("stages, delays and disconnects", () => {
     c.close();
   });
 
+  it("keeps what a client pipelined past a delayed reply while other connections are read", async () => {
+    await select("slow");
+    const [a, b] = await Promise.all([session(), session()]);
+    const before = await sink.stats();
+    const message = (n: number) =>
+      `MAIL FROM:<s@sender.test>\r\nRCPT TO:<${n}@slow.test>\r\nDATA\r\nbody ${n}\r\n.\r\n`;
+    // One write: the second transaction waits inside the sink while the first one's reply is delayed...
+    await a.write(`${message(1)}${message(2)}QUIT\r\n`);
+    // ...and meanwhile another connection's reads pass through the sink's read buffer.
+    await b.write(
+      `MAIL FROM:<s@sender.test>\r\nRCPT TO:<b@slow.test>\r\nDATA\r\n${`${"X".repeat(998)}\r\n`.repeat(60)}`,
+    );
+    const transaction = ["250 2.1.0 Ok", "250 2.1.5 Ok", "354 End data with <CR><LF>.<CR><LF>", "250 2.0.0 Ok: queued"];
+    expect(await a.replies(9)).toEqual([...transaction, ...transaction, "221 2.0.0 Bye"]);
+    expect((await sink.stats()).messages.accepted - before.messages.accepted).toBe(2);
+    b.close();
+  });
+
   it("drops the connection after DATA without a reply and without counting the message", async () => {
     await select("drop");
     const before = await sink.stats();

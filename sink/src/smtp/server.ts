@@ -49,7 +49,8 @@ export function createSmtpServer(
       if (sessions.size === 0) onEmpty?.();
     },
   };
-  const server = createServer((socket: Socket) => {
+  // Sessions read through their own sockets (shared-read.ts); Node's socket must not start reading first.
+  const server = createServer({ pauseOnConnect: true }, (socket: Socket) => {
     if (draining || stats.connectionsActive >= settings.maxConnections) {
       // Refused before a session exists: one reply, no state kept.
       stats.reply(0, 421);

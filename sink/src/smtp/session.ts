@@ -1,6 +1,7 @@
 /**
  * One SMTP connection: a state machine driven by raw socket reads. Replies produced while handling one read are
- * batched into one write (PIPELINING); DATA is scanned for its terminator and counted, never stored.
+ * batched into one write (PIPELINING); DATA is scanned for its terminator and counted, never stored. Plaintext reads
+ * arrive in a buffer shared by all connections, so nothing may keep a reference to it past `process`.
  */
 import type { Socket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
@@ -20,6 +21,7 @@ import {
 import type { Settings } from "../settings.ts";
 import type { Stats } from "../stats.ts";
 import { localPart, newEnvelope, parseMailFrom, parseRcptTo, parseVerb, verbLength } from "./command.ts";
+import { sharedReadSocket } from "./shared-read.ts";
 import { EndOfDataScanner } from "./terminator.ts";
 
 /** What every session shares: settings, counters, the active scenario and the server's drain state. */
@@ -77,8 +79,8 @@ export class Session implements PeerState {
   private ended = false;
   private waiting = false;
   private timer: NodeJS.Timeout | null = null;
+  /** The unprocessed rest of a read that arrived during a delay (a copy: reads share one buffer). */
   private resumeBuf: Buffer | null = null;
-  private resumeOffset = 0;
   private delayedLine = "";
   private delayedStage = NO_STAGE;
   private delayedCode = 0;
@@ -88,10 +90,12 @@ export class Session implements PeerState {
   private readonly startedAt = Date.now();
   private reason = "peer-closed";
 
+  /** `accepted` must come from a server created with `pauseOnConnect`: the session takes over its connection. */
   constructor(
-    socket: Socket,
+    accepted: Socket,
     private readonly ctx: SessionContext,
   ) {
+    const socket = sharedReadSocket(accepted, this.onData);
     this.socket = socket;
     this.ip = socket.remoteAddress?.replace(/^::ffff:/, "") ?? "unknown";
     ctx.stats.connectionsActive++;
@@ -100,13 +104,8 @@ export class Session implements PeerState {
     socket.setTimeout(ctx.settings.idleTimeoutMs);
     socket.on("timeout", this.onTimeout);
     socket.on("close", this.onClosed);
-    this.listen(socket);
-    this.greet();
-  }
-
-  private listen(socket: Socket): void {
-    socket.on("data", this.onData);
     socket.on("error", this.onError);
+    this.greet();
   }
 
   private greet(): void {
@@ -137,6 +136,7 @@ export class Session implements PeerState {
     this.flush();
   }
 
+  /** Plaintext reads (a view of the shared read buffer) and, after STARTTLS, the TLS socket's decrypted chunks. */
   private readonly onData = (buf: Buffer): void => {
     this.process(buf, 0);
   };
@@ -225,10 +225,7 @@ export class Session implements PeerState {
       }
       if (this.command(line)) return;
     }
-    if (this.waiting && offset < buf.length) {
-      this.resumeBuf = buf;
-      this.resumeOffset = offset;
-    }
+    if (this.waiting && offset < buf.length) this.resumeBuf = Buffer.from(buf.subarray(offset));
     this.checkDrain();
     this.flush();
   }
@@ -324,7 +321,7 @@ export class Session implements PeerState {
     this.respond(this.delayedStage, this.delayedCode, this.delayedLine, 0, close);
     const buf = this.resumeBuf;
     this.resumeBuf = null;
-    if (buf !== null && !this.closing) this.process(buf, this.resumeOffset);
+    if (buf !== null && !this.closing) this.process(buf, 0);
     else {
       this.checkDrain();
       this.flush();
@@ -605,7 +602,6 @@ export class Session implements PeerState {
     // Anything pipelined after STARTTLS is discarded (it would be plaintext injected into the TLS session).
     this.carry = null;
     const raw = this.socket;
-    raw.removeListener("data", this.onData);
     raw.removeListener("error", this.onError);
     const secure = new TLSSocket(raw, { isServer: true, secureContext: context });
     secure.on("error", (err: NodeJS.ErrnoException) => {
