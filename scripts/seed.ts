@@ -2,18 +2,19 @@
  * npm run seed: generates the credentials kumomta-tilt needs (kumod HTTP basic auth, Dragonfly password) into the
  * gitignored .env and k8s/overlays/local/secrets/. Idempotent; never prints a credential.
  */
-import { chmod, mkdir, readFile, rename, rmdir, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join, relative } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseEnv } from "dotenv";
 import { parseCliArgs, runMain } from "./lib/cli.ts";
 import { mergeEnv, planCredentials, SECRET_FILES, type SecretFile, secretFileContents } from "./lib/credentials.ts";
+import { LockBusyError, withDirLock } from "./lib/dir-lock.ts";
 import { REPO_ROOT } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
 
 const SECRETS_DIR = join(REPO_ROOT, "k8s/overlays/local/secrets");
 const ENV_FILE = join(REPO_ROOT, ".env");
 const LOCK_DIR = join(SECRETS_DIR, ".seed.lock");
+/** Longer than any real run, so a lock this old was left by a killed process. */
 const LOCK_STALE_MS = 30_000;
 
 const HELP = `Usage: npm run seed -- [--rotate] [--json] [--quiet]
@@ -90,33 +91,14 @@ async function seed(rotate: boolean) {
 
 /**
  * Serialises concurrent runs (Tilt and a test run both seeding a fresh clone): without it two runs could each
- * generate a password and leave .env and the Secret files disagreeing. mkdir is atomic; a lock older than any
- * real run is left over from a killed process and is taken over.
+ * generate a password and leave .env and the Secret files disagreeing.
  */
-async function withLock<T>(work: () => Promise<T>): Promise<T> {
-  await mkdir(SECRETS_DIR, { recursive: true });
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await mkdir(LOCK_DIR);
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const age =
-        Date.now() -
-        (await stat(LOCK_DIR).then(
-          (s) => s.mtimeMs,
-          () => Date.now(),
-        ));
-      if (age > LOCK_STALE_MS) await rmdir(LOCK_DIR).catch(() => undefined);
-      else if (attempt > 200)
-        throw new CliError(EXIT.internal, `another seed run holds ${relative(REPO_ROOT, LOCK_DIR)}`, FILE_HINT);
-      else await sleep(50);
-    }
-  }
+async function seedLocked(rotate: boolean) {
   try {
-    return await work();
-  } finally {
-    await rmdir(LOCK_DIR).catch(() => undefined);
+    return await withDirLock(LOCK_DIR, { staleMs: LOCK_STALE_MS, waitMs: 10_000 }, () => seed(rotate));
+  } catch (err) {
+    if (!(err instanceof LockBusyError)) throw err;
+    throw new CliError(EXIT.internal, `another seed run holds ${relative(REPO_ROOT, LOCK_DIR)}`, FILE_HINT);
   }
 }
 
@@ -136,7 +118,7 @@ async function main(): Promise<ExitCode> {
     return EXIT.ok;
   }
 
-  const { plan, files, envExisted } = await withLock(() => seed(values.rotate === true));
+  const { plan, files, envExisted } = await seedLocked(values.rotate === true);
   const summary = { rotated: values.rotate === true, generated: plan.generated, kept: plan.kept, files };
   if (values.json) {
     process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);

@@ -1,5 +1,7 @@
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseEnv } from "dotenv";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
@@ -10,6 +12,7 @@ import {
   planCredentials,
   SECRET_FILES,
 } from "../../scripts/lib/credentials.ts";
+import { LockBusyError, withDirLock } from "../../scripts/lib/dir-lock.ts";
 import { findGenerated, type K8sObject, LOCAL_OVERLAY, render, runSeed, scratchRepo } from "./render.ts";
 
 const secretsDir = (root: string) => path.join(root, LOCAL_OVERLAY, "secrets");
@@ -81,6 +84,44 @@ describe("credentials (pure logic)", () => {
     });
     expect(after.startsWith("# mine\n")).toBe(true);
     expect(after).not.toContain("dragonfly-only-in-secrets");
+  });
+});
+
+describe("the seed lock (concurrent runs on one clone)", () => {
+  const lockIn = async () => path.join(await mkdtemp(path.join(tmpdir(), "seed-lock-")), "secrets", ".seed.lock");
+  const options = { staleMs: 30_000, waitMs: 5_000, pollMs: 10 };
+
+  it("lets one holder work at a time and releases the lock however the work ends", async () => {
+    const lock = await lockIn();
+    const spans: [number, number][] = [];
+    const work = (fail: boolean) => async () => {
+      const start = performance.now();
+      await sleep(60);
+      spans.push([start, performance.now()]);
+      if (fail) throw new Error("work failed");
+      return "done";
+    };
+    const results = await Promise.allSettled([1, 2, 3].map((i) => withDirLock(lock, options, work(i === 2))));
+    expect(results.map((r) => r.status).sort()).toEqual(["fulfilled", "fulfilled", "rejected"]);
+    spans.sort((a, b) => a[0] - b[0]);
+    for (let i = 1; i < spans.length; i++) expect(spans[i]?.[0]).toBeGreaterThanOrEqual(spans[i - 1]?.[1] as number);
+    await expect(stat(lock)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("takes over a lock left by a killed run, and gives up on a live one after the wait", async () => {
+    const lock = await lockIn();
+    await mkdir(lock, { recursive: true });
+    const old = new Date(Date.now() - 60_000);
+    await utimes(lock, old, old);
+    expect(await withDirLock(lock, options, async () => "ran")).toBe("ran");
+
+    await mkdir(lock);
+    const started = Date.now();
+    await expect(withDirLock(lock, { ...options, waitMs: 200 }, async () => "ran")).rejects.toBeInstanceOf(
+      LockBusyError,
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+    expect((await stat(lock)).isDirectory()).toBe(true);
   });
 });
 
