@@ -114,7 +114,7 @@ function render(
       `  recipients accepted ${n(st.recipients.accepted)}, deferred ${n(st.recipients.deferred)}, bounced ${n(st.recipients.bounced)}`,
     );
     out.push(
-      `  messages accepted ${n(st.messages.accepted)}; connections active ${n(st.connections.active)}, total ${n(st.connections.total)}`,
+      `  messages accepted ${n(st.messages.accepted)}; connections active ${n(st.connections.active)}, total ${n(st.connections.total)}, STARTTLS ${n(st.connections.tls)}`,
     );
   } else out.push(`  ${chalk.yellow(sink.error ?? "")}`);
   return out.join("\n");

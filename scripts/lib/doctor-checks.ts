@@ -43,5 +43,5 @@ export function formatChecks(results: readonly CheckResult[], mark: (s: CheckSta
   return lines.join("\n");
 }
 
-/** Workloads the cluster must run, by their app.kubernetes.io/name label (internal-contracts.md). */
+/** Workloads the cluster must run, by their app.kubernetes.io/name label (k8s/base). */
 export const WORKLOADS = ["kumod", "tsa-daemon", "dragonfly", "sink"] as const;

@@ -1,4 +1,4 @@
-/** Client for the sink's HTTP API (contract: internal-contracts.md "Sink HTTP API"). */
+/** Client for the sink's HTTP API (README: "The null sink", "HTTP API (port 8025)"). */
 
 export interface SinkCounts {
   accepted: number;
@@ -9,7 +9,7 @@ export interface SinkCounts {
 export interface SinkStats {
   scenario: string;
   started_at: string;
-  connections: { active: number; total: number };
+  connections: { active: number; total: number; tls: number };
   messages: SinkCounts;
   recipients: SinkCounts;
   bytes: { accepted: number };

@@ -12,6 +12,8 @@ export class Stats {
   readonly startedAt = new Date();
   connectionsActive = 0;
   connectionsTotal = 0;
+  /** Connections whose STARTTLS handshake completed: shows whether kumod's TLS settings took effect. */
+  connectionsTls = 0;
   messagesAccepted = 0;
   messagesDeferred = 0;
   messagesBounced = 0;
@@ -67,7 +69,7 @@ export class Stats {
     return {
       scenario,
       started_at: this.startedAt.toISOString(),
-      connections: { active: this.connectionsActive, total: this.connectionsTotal },
+      connections: { active: this.connectionsActive, total: this.connectionsTotal, tls: this.connectionsTls },
       messages: { accepted: this.messagesAccepted, deferred: this.messagesDeferred, bounced: this.messagesBounced },
       recipients: {
         accepted: this.recipientsAccepted,
@@ -119,6 +121,9 @@ export class Stats {
     );
     metric("sink_connections_active", "gauge", "Open SMTP connections.", [["", this.connectionsActive]]);
     metric("sink_connections_total", "counter", "SMTP connections accepted.", [["", this.connectionsTotal]]);
+    metric("sink_connections_tls_total", "counter", "SMTP connections that completed a STARTTLS handshake.", [
+      ["", this.connectionsTls],
+    ]);
     const domainSamples: [string, number][] = [];
     for (const [name, d] of this.domainEntries()) {
       for (const outcome of ["accepted", "deferred", "bounced"] as const) {

@@ -392,3 +392,31 @@ describe("NetworkPolicies", () => {
       expect(connectionAllowed(policies(), pod(from), outside, 25), `${from}->outside:25`).toBe(false);
   });
 });
+
+describe("the sink-starttls component (k8s/overlays/local-starttls)", () => {
+  it("turns on STARTTLS in the sink and TLS in kumod's delivery to it, and changes nothing else", async () => {
+    const tls = await render(repoRoot, "k8s/overlays/local-starttls");
+    const env = (objs: K8sObject[], kind: string, name: string) => container(find(objs, kind, name), name).env;
+    expect(envValue(container(find(objects, "Deployment", "sink"), "sink"), "SINK_STARTTLS")).toBeUndefined();
+    expect(envValue(container(find(objects, "StatefulSet", "kumod"), "kumod"), "SINK_TLS")).toBe("Disabled");
+    expect(envValue(container(find(tls, "Deployment", "sink"), "sink"), "SINK_STARTTLS")).toBe("true");
+    expect(envValue(container(find(tls, "StatefulSet", "kumod"), "kumod"), "SINK_TLS")).toBe("OpportunisticInsecure");
+    // Apart from those two variables, the objects are the local overlay's.
+    const withoutTls = (objs: K8sObject[]) =>
+      objs.map((o) => {
+        const copy = structuredClone(o);
+        for (const [kind, name, variable] of [
+          ["Deployment", "sink", "SINK_STARTTLS"],
+          ["StatefulSet", "kumod", "SINK_TLS"],
+        ] as const) {
+          if (copy.kind !== kind || copy.metadata.name !== name) continue;
+          const c = container(copy, name);
+          c.env = c.env.filter((e: K8sObject) => e.name !== variable);
+        }
+        return copy;
+      });
+    expect(withoutTls(tls)).toEqual(withoutTls(objects));
+    // Replaced, not added next to the base's value (which kumod would read first).
+    expect(env(tls, "StatefulSet", "kumod").filter((e: K8sObject) => e.name === "SINK_TLS")).toHaveLength(1);
+  });
+});

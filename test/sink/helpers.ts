@@ -42,7 +42,7 @@ export interface RunningSink {
 
 export interface Stats {
   scenario: string;
-  connections: { active: number; total: number };
+  connections: { active: number; total: number; tls: number };
   messages: { accepted: number; deferred: number; bounced: number };
   recipients: { accepted: number; deferred: number; bounced: number };
   bytes: { accepted: number };

@@ -1,5 +1,6 @@
 /** Start-up failures, graceful shutdown, STARTTLS and logging: the sink as an operator sees it. */
 import { execFile } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -163,6 +164,8 @@ describe("STARTTLS with a certificate generated at start", () => {
       const secure = tlsConnect({ socket: c.socket, rejectUnauthorized: false, servername: "generated.sink.test" });
       await new Promise<void>((resolve) => secure.once("secureConnect", () => resolve()));
       expect(secure.getPeerCertificate().subject.CN).toBe("generated.sink.test");
+      secure.write("QUIT\r\n");
+      expect((await once(secure, "data")).toString()).toBe("221 2.0.0 Bye\r\n");
       secure.destroy();
       const transport = nodemailer.createTransport({
         host: "127.0.0.1",
@@ -172,7 +175,10 @@ describe("STARTTLS with a certificate generated at start", () => {
       });
       await transport.sendMail({ from: "me@gen.test", to: "you@gen.test", text: "hi" });
       transport.close();
-      expect((await sink.stats()).domains["gen.test"]?.accepted).toBe(1);
+      const stats = await sink.stats();
+      expect(stats.domains["gen.test"]?.accepted).toBe(1);
+      expect(stats.connections).toMatchObject({ total: 2, tls: 2 });
+      expect(await (await sink.http("/metrics")).text()).toMatch(/^sink_connections_tls_total 2$/m);
     } finally {
       await sink.stop();
     }

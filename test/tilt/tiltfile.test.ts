@@ -111,6 +111,20 @@ describe("Tiltfile evaluated by the real tilt binary", () => {
     expect(headless.spec.clusterIP).toBe("None");
   });
 
+  it("--sink-starttls deploys the sink-starttls overlay, with the other settings still applied", async () => {
+    expect(envOf(find(objectsOf(manifest(defaults, "kumod")), "StatefulSet", "kumod"), "kumod").SINK_TLS).toBe(
+      "Disabled",
+    );
+    const tls = await evaluateTiltfile(["--sink-starttls", "--mta-replicas", "2"]);
+    expect(tls.exitCode, tls.stderr).toBe(0);
+    const kumod = find(objectsOf(manifest(tls, "kumod")), "StatefulSet", "kumod");
+    expect(kumod.spec.replicas).toBe(2);
+    expect(envOf(kumod, "kumod").SINK_TLS).toBe("OpportunisticInsecure");
+    const sink = find(objectsOf(manifest(tls, "sink")), "Deployment", "sink");
+    expect(envOf(sink, "sink").SINK_STARTTLS).toBe("true");
+    expect(sink.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem).toBe(false);
+  }, 120_000);
+
   it("offers manual buttons that run npm scripts, one per sink scenario", async () => {
     const pkg = JSON.parse(await readFile(path.join(repoRoot, "package.json"), "utf8"));
     const sinkConfig = parseYaml(await readFile(path.join(repoRoot, "sink/config/sink.yaml"), "utf8"));

@@ -609,6 +609,7 @@ export class Session implements PeerState {
       secure.destroy();
     });
     secure.on("data", this.onData);
+    secure.once("secure", () => this.ctx.stats.connectionsTls++);
     this.socket = secure;
     this.tls = true;
     this.helo = false;
