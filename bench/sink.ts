@@ -6,15 +6,13 @@
  * and the ratio; then our sink's RSS with 1,000 concurrent sessions, and the cost of the `realistic` rules
  * against `accept-all`. Loopback only.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { startSink } from "../test/sink/helpers.ts";
 
-const run = promisify(execFile);
 const SMTP_SOURCE = "/usr/sbin/smtp-source";
 const SMTP_SINK = "/usr/sbin/smtp-sink";
 const args = new Set(process.argv.slice(2));
@@ -61,7 +59,7 @@ async function startSmtpSink(): Promise<Server> {
   const proc = spawn(SMTP_SINK, [...user, `127.0.0.1:${port}`, "1024"], { stdio: "ignore" });
   for (let i = 0; i < 50; i++) {
     try {
-      await run(SMTP_SOURCE, ["-s", "1", "-m", "1", `127.0.0.1:${port}`]);
+      await smtpSource(["-s", "1", "-m", "1", `127.0.0.1:${port}`]);
       return { name: "smtp-sink", proc, port };
     } catch {
       await new Promise((r) => setTimeout(r, 100));

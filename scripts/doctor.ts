@@ -1,6 +1,6 @@
 import chalk from "chalk";
 import { execa } from "execa";
-import { NAMESPACE_TOOL_OPTIONS, parseCliArgs, runMain } from "./lib/cli.ts";
+import { parseNamespaceToolArgs, runMain } from "./lib/cli.ts";
 import {
   allPassed,
   type CheckResult,
@@ -236,14 +236,8 @@ const MARK: Record<CheckState, string> = {
 };
 
 async function main(): Promise<ExitCode> {
-  const { values } = parseCliArgs("doctor", {
-    args: process.argv.slice(2),
-    options: NAMESPACE_TOOL_OPTIONS,
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return EXIT.ok;
-  }
+  const values = parseNamespaceToolArgs("doctor", HELP);
+  if (values === null) return EXIT.ok;
   const env = loadToolEnv();
   const results = await diagnose(env, values.namespace ?? env.namespace);
   const code = allPassed(results) ? EXIT.ok : EXIT.checksFailed;

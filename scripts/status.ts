@@ -1,5 +1,5 @@
 import chalk from "chalk";
-import { NAMESPACE_TOOL_OPTIONS, parseCliArgs, runMain } from "./lib/cli.ts";
+import { parseNamespaceToolArgs, runMain } from "./lib/cli.ts";
 import { loadToolEnv } from "./lib/env.ts";
 import { EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
 import { listPods, type PodInfo, portForward, requireNamespace } from "./lib/kubectl.ts";
@@ -121,14 +121,8 @@ function render(
 }
 
 async function main(): Promise<ExitCode> {
-  const { values } = parseCliArgs("status", {
-    args: process.argv.slice(2),
-    options: NAMESPACE_TOOL_OPTIONS,
-  });
-  if (values.help) {
-    process.stdout.write(HELP);
-    return EXIT.ok;
-  }
+  const values = parseNamespaceToolArgs("status", HELP);
+  if (values === null) return EXIT.ok;
   const env = loadToolEnv();
   const ns = values.namespace ?? env.namespace;
   await requireNamespace(ns);

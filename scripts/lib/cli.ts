@@ -43,8 +43,16 @@ export function parseCliArgs<const T extends ParseArgsConfig>(
 }
 
 /** The options of the tools that look at one namespace of the cluster (status, doctor). */
-export const NAMESPACE_TOOL_OPTIONS = {
+const NAMESPACE_TOOL_OPTIONS = {
   json: { type: "boolean" },
   namespace: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
+
+/** Parses the command line of status or doctor; prints `help` and returns null for --help. */
+export function parseNamespaceToolArgs(script: string, help: string) {
+  const { values } = parseCliArgs(script, { args: process.argv.slice(2), options: NAMESPACE_TOOL_OPTIONS });
+  if (!values.help) return values;
+  process.stdout.write(help);
+  return null;
+}

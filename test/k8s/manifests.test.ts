@@ -397,10 +397,12 @@ describe("the sink-starttls component (k8s/overlays/local-starttls)", () => {
   it("turns on STARTTLS in the sink and TLS in kumod's delivery to it, and changes nothing else", async () => {
     const tls = await render(repoRoot, "k8s/overlays/local-starttls");
     const env = (objs: K8sObject[], kind: string, name: string) => container(find(objs, kind, name), name).env;
-    expect(envValue(container(find(objects, "Deployment", "sink"), "sink"), "SINK_STARTTLS")).toBeUndefined();
-    expect(envValue(container(find(objects, "StatefulSet", "kumod"), "kumod"), "SINK_TLS")).toBe("Disabled");
-    expect(envValue(container(find(tls, "Deployment", "sink"), "sink"), "SINK_STARTTLS")).toBe("true");
-    expect(envValue(container(find(tls, "StatefulSet", "kumod"), "kumod"), "SINK_TLS")).toBe("OpportunisticInsecure");
+    const value = (objs: K8sObject[], kind: string, name: string, variable: string) =>
+      envValue(container(find(objs, kind, name), name), variable);
+    expect(value(objects, "Deployment", "sink", "SINK_STARTTLS")).toBeUndefined();
+    expect(value(objects, "StatefulSet", "kumod", "SINK_TLS")).toBe("Disabled");
+    expect(value(tls, "Deployment", "sink", "SINK_STARTTLS")).toBe("true");
+    expect(value(tls, "StatefulSet", "kumod", "SINK_TLS")).toBe("OpportunisticInsecure");
     // Apart from those two variables, the objects are the local overlay's.
     const withoutTls = (objs: K8sObject[]) =>
       objs.map((o) => {

@@ -5,6 +5,7 @@ import { connect, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import type { SinkStats } from "../../scripts/lib/sink-api.ts";
 
 export const SINK_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "sink");
 
@@ -34,21 +35,10 @@ export interface RunningSink {
   httpPort: number;
   logs: LogLine[];
   http(path: string, init?: RequestInit): Promise<Response>;
-  stats(): Promise<Stats>;
+  stats(): Promise<SinkStats>;
   /** SIGTERM and wait for the exit code. */
   stop(): Promise<number | null>;
   exited: Promise<number | null>;
-}
-
-export interface Stats {
-  scenario: string;
-  connections: { active: number; total: number; tls: number };
-  messages: { accepted: number; deferred: number; bounced: number };
-  recipients: { accepted: number; deferred: number; bounced: number };
-  bytes: { accepted: number };
-  replies: Record<string, number>;
-  faults: Record<string, number>;
-  domains: Record<string, { accepted: number; deferred: number; bounced: number }>;
 }
 
 /** Starts the sink on loopback with ephemeral ports and waits for its "listening" log line. */
@@ -94,7 +84,7 @@ export async function startSink(env: Record<string, string> = {}): Promise<Runni
     httpPort,
     logs,
     http,
-    stats: async () => (await (await http("/api/stats")).json()) as Stats,
+    stats: async () => (await (await http("/api/stats")).json()) as SinkStats,
     stop: async () => {
       if (proc.exitCode === null) proc.kill("SIGTERM");
       return exited;
