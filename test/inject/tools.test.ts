@@ -11,23 +11,30 @@ import { type RunningSink, startSink } from "./sink-process.ts";
  * KUBECONFIG whose API server is a closed localhost port (context named like a kind cluster).
  */
 const tmp = mkdtempSync(join(tmpdir(), "tools-test-"));
-const kubeconfig = join(tmp, "kubeconfig");
-writeFileSync(
-  kubeconfig,
-  `apiVersion: v1
+
+/** Writes a kubeconfig whose one context points at a closed localhost port; returns its path. */
+function writeKubeconfig(file: string, cluster: string, context: string): string {
+  const path = join(tmp, file);
+  writeFileSync(
+    path,
+    `apiVersion: v1
 kind: Config
 clusters:
 - cluster: {server: "https://127.0.0.1:9"}
-  name: kind-closed
+  name: ${cluster}
 contexts:
-- context: {cluster: kind-closed, user: nobody}
-  name: kind-closed
-current-context: kind-closed
+- context: {cluster: ${cluster}, user: nobody}
+  name: ${context}
+current-context: ${context}
 users:
 - name: nobody
   user: {token: not-a-secret}
 `,
-);
+  );
+  return path;
+}
+
+const kubeconfig = writeKubeconfig("kubeconfig", "kind-closed", "kind-closed");
 
 function tool(script: string, args: string[], env: Record<string, string> = {}) {
   return execa("node", ["--import", "tsx", resolve(ROOT, `scripts/${script}.ts`), ...args], {
@@ -83,23 +90,7 @@ describe("without a cluster", () => {
   });
 
   it("doctor flags a remote-looking context", async () => {
-    const remote = join(tmp, "remote-kubeconfig");
-    writeFileSync(
-      remote,
-      `apiVersion: v1
-kind: Config
-clusters:
-- cluster: {server: "https://127.0.0.1:9"}
-  name: gke_prod_europe-west1_main
-contexts:
-- context: {cluster: gke_prod_europe-west1_main, user: nobody}
-  name: prod
-current-context: prod
-users:
-- name: nobody
-  user: {token: not-a-secret}
-`,
-    );
+    const remote = writeKubeconfig("remote-kubeconfig", "gke_prod_europe-west1_main", "prod");
     const r = await tool("doctor", [], { KUBECONFIG: remote });
     expect(r.exitCode).toBe(16);
     expect(r.stdout).toMatch(/\[FAIL\] kube context is local: context "prod".*not a known local cluster/);
