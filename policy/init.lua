@@ -7,7 +7,7 @@
 -- the environment and sets up the policy-extras helpers, as KumoMTA's
 -- examples do. One-time work lives in the `init` handler.
 --
--- Environment: see tilt_settings.lua and README-policy.md.
+-- Environment: see tilt_settings.lua and docs/policy.md.
 
 local kumo = require 'kumo'
 local shaping = require 'policy-extras.shaping'
@@ -23,6 +23,9 @@ local IANA_BOUNCE_RULES = '/opt/kumomta/share/bounce_classifier/iana.toml'
 -- Stated rather than defaulted: with 3 kumod pods this is Dragonfly's
 -- connection budget (30), which its memory limit is sized for.
 local REDIS_POOL_SIZE = 10
+-- Without a connect timeout kumod waits for an unreachable Dragonfly
+-- forever, logging nothing; with one, init fails and kumod exits.
+local REDIS_CONNECT_TIMEOUT = '5s'
 
 local config = settings.kumod(os.getenv)
 
@@ -80,12 +83,36 @@ queue_helper = queue_module:setup { POLICY_DIR .. '/queues.toml' }
 
 kumo.on('get_egress_path_config', sink_egress_path)
 
+-- Shared throttles in Dragonfly, or a start-up failure that says why: kumod
+-- reports an unreachable server and a wrong password alike as a timeout.
+local function configure_dragonfly_throttles()
+  local ok, err = pcall(kumo.configure_redis_throttles, {
+    node = config.redis.node,
+    password = config.redis.password,
+    pool_size = REDIS_POOL_SIZE,
+    connect_timeout = REDIS_CONNECT_TIMEOUT,
+  })
+  if not ok then
+    local reason = tostring(err):gsub(config.redis.password:gsub('%p', '%%%0'), '<password>')
+    error(
+      string.format(
+        'kumomta-tilt policy: Dragonfly at %s did not accept a connection within %s (%s); '
+          .. 'is the dragonfly pod Ready, and does DRAGONFLY_PASSWORD match the dragonfly-auth Secret it uses?',
+        config.redis.node,
+        REDIS_CONNECT_TIMEOUT,
+        reason
+      ),
+      0
+    )
+  end
+end
+
 kumo.on('init', function()
   kumo.define_spool { name = 'data', path = SPOOL_DIR .. '/data', kind = 'RocksDB' }
   kumo.define_spool { name = 'meta', path = SPOOL_DIR .. '/meta', kind = 'RocksDB' }
   kumo.configure_local_logs { log_dir = LOG_DIR }
   kumo.configure_bounce_classifier { files = { IANA_BOUNCE_RULES } }
-  kumo.configure_redis_throttles { node = config.redis_url, pool_size = REDIS_POOL_SIZE }
+  configure_dragonfly_throttles()
   -- Fail at startup, not on the first request, if the Secret is not mounted.
   auth.read_credentials(config.http_auth_dir)
   kumo.start_http_listener { listen = '0.0.0.0:8000', trusted_hosts = config.trusted_hosts }

@@ -226,16 +226,6 @@ function mod.trusted_hosts(raw)
   return hosts
 end
 
--- Percent-encode everything outside RFC 3986 "unreserved" so a generated
--- password can never be mistaken for URL syntax (':', '@', '/', '%'...).
-function mod.url_encode(text)
-  return (
-    text:gsub('[^A-Za-z0-9%-%._~]', function(char)
-      return string.format('%%%02X', char:byte())
-    end)
-  )
-end
-
 local function service_fqdn(service, namespace, cluster_domain)
   return string.format('%s.%s.svc.%s', service, namespace, cluster_domain)
 end
@@ -293,7 +283,12 @@ function mod.kumod(getenv)
       mx = string.format('%s:%d', sink_host, sink_port),
       tls = sink_tls,
     },
-    redis_url = string.format('redis://:%s@%s:%d', mod.url_encode(dragonfly_password), dragonfly_host, dragonfly_port),
+    -- The password travels in its own field, never in the URL: kumod labels its redis_* metrics with the node
+    -- string (crates/mod-redis, RedisConnKey::hash_label), so a password in it would be published on /metrics.
+    redis = {
+      node = string.format('redis://%s:%d', dragonfly_host, dragonfly_port),
+      password = dragonfly_password,
+    },
   }
 end
 

@@ -301,6 +301,11 @@ function kumo.configure_redis_throttles(params)
     error('redis already configured for throttles', 2)
   end
   redis_configured = true
+  -- kumod ignores unknown keys here silently (RedisConnKey has no deny_unknown_fields): catch typos ourselves.
+  check_keys('configure_redis_throttles', params, set_of {
+    'node', 'username', 'password', 'cluster', 'read_from_replicas', 'pool_size',
+    'connect_timeout', 'recycle_timeout', 'wait_timeout', 'response_timeout',
+  })
   local nodes = type(params.node) == 'table' and params.node or { params.node }
   for _, node in ipairs(nodes) do
     if type(node) ~= 'string' or not node:match '^rediss?://' then
@@ -308,6 +313,9 @@ function kumo.configure_redis_throttles(params)
     end
   end
   check_integer('configure_redis_throttles', 'pool_size', params.pool_size, 1, 100000)
+  if params.connect_timeout ~= nil and not tostring(params.connect_timeout):match '^%d+%s*[a-z]+$' then
+    error('configure_redis_throttles: connect_timeout must be a duration such as "5s"', 2)
+  end
   record('kumo.configure_redis_throttles', params)
 end
 

@@ -1,0 +1,281 @@
+/**
+ * The many-nodes architecture in real KumoMTA binaries: three kumods and two tsa-daemons started exactly as the
+ * rendered manifests start them (see lib/cluster.ts), Redis in Dragonfly's place, our sink as every destination.
+ */
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { execa } from "execa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bundleFromEnv } from "./lib/bundle.ts";
+import { accepted, basic, http, inject, metricSum, sinkScenario, sinkStats } from "./lib/client.ts";
+import { TestCluster, tail } from "./lib/cluster.ts";
+import { waitFor } from "./lib/network.ts";
+
+const KUMODS = 3;
+const TSAS = 2;
+const PROVIDER_DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "example.com"];
+const ACCEPT_ALL = { name: "test-accept", directives: "off", rules: [] };
+
+let cluster: TestCluster;
+const summary: string[] = [];
+
+beforeAll(async () => {
+  const started = Date.now();
+  cluster = await TestCluster.start({ bundle: bundleFromEnv(), kumods: KUMODS, tsas: TSAS });
+  summary.push(
+    `cluster: ${KUMODS} kumod, ${TSAS} tsa-daemon, redis, sink up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+  );
+});
+
+afterAll(async () => {
+  await cluster?.stop();
+  if (summary.length > 0) console.log(`\ntest:kumod summary\n  ${summary.join("\n  ")}\n`);
+});
+
+const kumodUrls = () => Array.from({ length: KUMODS }, (_, i) => cluster.kumodUrl(i));
+const auth = () => basic(cluster.credentials.httpUser, cluster.credentials.httpPassword);
+const metrics = async (url: string) => (await http(`${url}/metrics`)).body;
+
+/** Runs a one-off Node script in a pod's network namespace and returns what it printed. */
+async function inPod(pod: string, script: string): Promise<string> {
+  const host = cluster.pods.get(pod)?.host;
+  if (!host) throw new Error(`no pod ${pod}`);
+  const r = await execa("nsenter", [...host.nsenter, process.execPath, "-e", script], { reject: false });
+  return r.stdout.trim();
+}
+
+describe("pods started from the rendered manifests", () => {
+  it("runs tsa-daemon on a read-only root filesystem, its node id on the state volume", async () => {
+    for (let i = 0; i < TSAS; i++) {
+      expect((await http(`${cluster.tsaUrl(i)}/tsa/status`)).body).toContain("TSA Daemon OK");
+      const nodeId = await readFile(path.join(cluster.dir, "pods", `tsa-${i}`, "claims", "state", ".nodeid"), "utf8");
+      expect(nodeId.trim()).toMatch(/^[0-9a-f-]{36}$/);
+    }
+  });
+
+  it("passes `kumod --validate` with the policy as mounted", async () => {
+    const validate = await cluster.launchKumoPod("kumod-0", { args: ["--validate"] });
+    const code = await validate.exited;
+    expect(code, tail(validate.output())).toBe(0);
+  });
+
+  it("cannot reach any address outside the pod network", async () => {
+    const attempt = (host: string, port: number) => `
+      const s = require("node:net").connect({ host: ${JSON.stringify(host)}, port: ${port} });
+      s.on("connect", () => { console.log("CONNECTED"); process.exit(0); });
+      s.on("error", (e) => { console.log(e.code); process.exit(0); });
+      setTimeout(() => { console.log("TIMEOUT"); process.exit(0); }, 3000);`;
+    // A public resolver, a public SMTP port, and this machine's own gateway: no route to any of them.
+    for (const [host, port] of [
+      ["1.1.1.1", 53],
+      ["8.8.8.8", 25],
+      ["192.0.2.1", 25],
+    ] as const) {
+      expect(await inPod("kumod-0", attempt(host, port))).toBe("ENETUNREACH");
+    }
+    const routes = (await execa("ip", ["route"])).stdout;
+    expect(routes).not.toMatch(/^default/m);
+    const links = (await execa("ip", ["-o", "link"])).stdout;
+    expect(links.split("\n").map((l) => l.split(":")[1]?.trim().split("@")[0])).toEqual(
+      expect.arrayContaining(["lo", "kt0"]),
+    );
+    expect(links).not.toMatch(/: eth\d|: en[ops]/);
+  });
+});
+
+describe("access", () => {
+  it("injects for an untrusted peer only with the generated credentials", async () => {
+    const from = cluster.net.untrustedIp;
+    const url = cluster.kumodUrl(0);
+    const to = ["someone@access.example"];
+    expect((await inject(url, to, { from })).status).toBe(401);
+    const wrong = basic(cluster.credentials.httpUser, `${cluster.credentials.httpPassword}x`);
+    expect((await inject(url, to, { from, authorization: wrong })).status).toBe(401);
+    const ok = await inject(url, to, { from, authorization: auth() });
+    expect(ok.status).toBe(200);
+    expect(ok.result?.success_count).toBe(1);
+  });
+
+  it("serves /metrics to trusted peers only, and no secret in it", async () => {
+    const { httpPassword, dragonflyPassword } = cluster.credentials;
+    for (const url of kumodUrls()) {
+      const text = await metrics(url);
+      // The Redis connection is labelled by its node, which names Dragonfly and nothing more.
+      expect(text).toMatch(
+        /redis_operation_latency_count\{[^}]*service="redis:\/\/dragonfly\.kumomta\.svc\.cluster\.local:6379-/,
+      );
+      for (const secret of [dragonflyPassword, encodeURIComponent(dragonflyPassword), httpPassword]) {
+        expect(text).not.toContain(secret);
+      }
+      const untrusted = await http(`${url}/metrics`, {
+        from: cluster.net.untrustedIp,
+        headers: { authorization: auth() },
+      });
+      expect(untrusted.status).toBe(401);
+    }
+  });
+});
+
+describe("delivery", () => {
+  it("delivers mail injected across all kumods to the sink, every message exactly once", async () => {
+    await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
+    const before = await sinkStats(cluster.sinkUrl);
+    const perDomain = 25;
+    const expected = new Map<string, number>();
+    const started = Date.now();
+    for (const [k, url] of kumodUrls().entries()) {
+      for (const domain of PROVIDER_DOMAINS) {
+        const recipients = Array.from({ length: perDomain }, (_, i) => `k${k}-${i}@${domain}`);
+        const r = await inject(url, recipients, { authorization: auth() });
+        expect(r.result?.success_count).toBe(perDomain);
+        expected.set(domain, (expected.get(domain) ?? 0) + perDomain);
+      }
+    }
+    const delta = async () => {
+      const now = await sinkStats(cluster.sinkUrl);
+      return PROVIDER_DOMAINS.map((d) => accepted(now, d) - accepted(before, d));
+    };
+    const want = PROVIDER_DOMAINS.map((d) => expected.get(d) ?? 0);
+    let seen: number[] = [];
+    await waitFor(
+      async () => {
+        seen = await delta();
+        return seen.every((n, i) => n >= (want[i] ?? 0));
+      },
+      90_000,
+      "the sink to count every message",
+    ).catch((err) => {
+      throw new Error(
+        `${err.message}: sink counted ${seen.join("/")} of ${want.join("/")} (${PROVIDER_DOMAINS.join("/")})`,
+      );
+    });
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await delta()).toEqual(want);
+    for (const url of kumodUrls()) {
+      expect(metricSum(await metrics(url), "total_messages_delivered", "smtp_client:")).toBeGreaterThanOrEqual(
+        perDomain * PROVIDER_DOMAINS.length,
+      );
+    }
+    const total = want.reduce((a, b) => a + b, 0);
+    summary.push(
+      `delivery: ${total} messages over ${KUMODS} kumods and ${PROVIDER_DOMAINS.length} domains, each delivered once (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+    );
+  });
+});
+
+describe("traffic shaping automation", () => {
+  it("every kumod publishes to every tsa-daemon, and both publish the rule's action for the domain", async () => {
+    await sinkScenario(cluster.sinkUrl, {
+      name: "test-yahoo-tss04",
+      directives: "off",
+      rules: [
+        {
+          name: "yahoo-tss04",
+          stage: "rcpt",
+          domains: ["yahoo.com"],
+          reply:
+            "421 4.7.0 [TSS04] Messages from {ip} temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
+        },
+      ],
+    });
+    for (const [k, url] of kumodUrls().entries()) {
+      expect((await inject(url, [`tsa-${k}@yahoo.com`], { authorization: auth() })).result?.success_count).toBe(1);
+    }
+    // policy-extras' ["default"] automation matches "Messages from <ip> temporarily deferred" (no trigger: immediate).
+    const overrides =
+      /\["yahoo\.com"\]\s+mx_rollup = true[\s\S]*connection_limit = 1[\s\S]*max_message_rate = "1\/minute"/;
+    for (let t = 0; t < TSAS; t++) {
+      await waitFor(
+        async () => overrides.test((await http(`${cluster.tsaUrl(t)}/get_config_v1/shaping.toml`)).body),
+        60_000,
+        `tsa-${t} to publish the yahoo.com override`,
+      );
+    }
+    for (const url of kumodUrls()) {
+      await waitFor(
+        async () => {
+          const text = await metrics(url);
+          return Array.from({ length: TSAS }, (_, t) =>
+            metricSum(text, "total_messages_delivered_by_provider", `tsa-${t}.tsa-headless.`),
+          ).every((n) => n >= 1);
+        },
+        60_000,
+        `${url} to publish to every tsa-daemon`,
+      );
+    }
+    summary.push(
+      `tsa: ${KUMODS} kumods published to ${TSAS} tsa-daemons; both serve yahoo.com connection_limit=1, max_message_rate=1/minute`,
+    );
+    await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
+  });
+
+  it.todo("every kumod applies TSA's override to the provider's own site only (needs provider sites: issue 10)");
+});
+
+describe("faults", () => {
+  it("a kumod restarted under load delivers everything it had spooled, once", async () => {
+    const domain = "restart.example";
+    await sinkScenario(cluster.sinkUrl, {
+      name: "test-hold",
+      directives: "off",
+      rules: [{ name: "hold", stage: "rcpt", domains: [domain], reply: "451 4.3.0 try again later" }],
+    });
+    const before = accepted(await sinkStats(cluster.sinkUrl), domain);
+    const url = cluster.kumodUrl(1);
+    let acceptedByKumod = 0;
+    let refused = 0;
+    const load = (async () => {
+      for (let batch = 0; batch < 40; batch++) {
+        const recipients = Array.from({ length: 20 }, (_, i) => `b${batch}-${i}@${domain}`);
+        const r = await inject(url, recipients, { authorization: auth() }).catch(() => undefined);
+        if (r?.status === 200) acceptedByKumod += r.result?.success_count ?? 0;
+        else refused += recipients.length;
+      }
+    })();
+    await waitFor(async () => acceptedByKumod >= 200, 60_000, "200 accepted recipients");
+    const stopped = await cluster.container("kumod-1").stop("SIGTERM", 60_000);
+    await load;
+    expect(stopped).toBe(0);
+    expect(acceptedByKumod).toBeGreaterThanOrEqual(200);
+    await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
+    const restarted = await cluster.startKumoPod("kumod-1");
+    // KumoMTA re-reads its spool at start and queues what it finds (crates/kumod/src/spool.rs).
+    await waitFor(async () => /spooled in \d+ msgs/.test(restarted.output()), 60_000, "kumod-1 to re-read its spool");
+    const delivered = async () => accepted(await sinkStats(cluster.sinkUrl), domain) - before;
+    await waitFor(
+      async () => (await delivered()) >= acceptedByKumod,
+      120_000,
+      `${acceptedByKumod} held messages delivered`,
+    );
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await delivered()).toBe(acceptedByKumod);
+    summary.push(
+      `restart: kumod-1 stopped under load after accepting ${acceptedByKumod} (${refused} refused while it stopped); all ${acceptedByKumod} delivered once after restart`,
+    );
+  });
+
+  it("ends kumod within seconds, saying why, when Dragonfly is unreachable or refuses the password", async () => {
+    const expectQuickExit = async (overrides: { env?: Record<string, string> }) => {
+      const started = Date.now();
+      const c = await cluster.launchKumoPod("kumod-2", overrides);
+      const code = await Promise.race([c.exited, new Promise<"hung">((r) => setTimeout(() => r("hung"), 30_000))]);
+      if (code === "hung") await c.stop("SIGKILL");
+      expect(code, tail(c.output())).not.toBe("hung");
+      expect(code).not.toBe(0);
+      expect(c.output()).toContain(
+        "kumomta-tilt policy: Dragonfly at redis://dragonfly.kumomta.svc.cluster.local:6379 did not accept a connection",
+      );
+      expect(c.output()).not.toContain(cluster.credentials.dragonflyPassword);
+      return (Date.now() - started) / 1000;
+    };
+    await cluster.container("kumod-2").stop();
+    const wrongPassword = await expectQuickExit({ env: { DRAGONFLY_PASSWORD: "not-the-secret" } });
+    await cluster.stopRedis();
+    const unreachable = await expectQuickExit({});
+    await cluster.startRedis();
+    await cluster.startKumoPod("kumod-2");
+    summary.push(
+      `dragonfly: kumod exits with a clear line ${unreachable.toFixed(1)} s after start when it is unreachable, ${wrongPassword.toFixed(1)} s with a wrong password; starts once it is back`,
+    );
+  });
+});
