@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests drive for real: Postfix's smtp-source/smtp-sink and swaks talk SMTP to the sink,
-# lua5.4 runs the KumoMTA policy, luacheck lints it, openssl makes the sink's test certificates. Postfix is preseeded
-# so its installer asks nothing.
+# lua5.4 runs the KumoMTA policy, luacheck lints it, openssl makes the sink's test certificates, chromium (with fonts
+# for its screenshots) renders the console in its browser tests. The real-binary tier (npm run test:kumod) needs
+# redis-server in Dragonfly's place, iproute2 and procps for its network namespaces and zstd to unpack the KumoMTA
+# bundle. Postfix is preseeded so its installer asks nothing.
 set -euo pipefail
-packages=(postfix swaks lua5.4 lua-check openssl)
+packages=(postfix swaks lua5.4 lua-check openssl chromium fonts-liberation redis-server iproute2 procps zstd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,18 +1,36 @@
 #!/usr/bin/env bash
-# Builds the pinned Go tools the tests run for real into .tools/bin (gitignored), through the Go module proxy.
-# A tool is rebuilt only when its pinned version changes, so a warm machine skips this in seconds.
+# Installs the pinned tools the tests run for real into .tools/ (gitignored): Node from .node-version, taken from the
+# npm registry's node-linux-<arch> package into .tools/node, and Go builds through the Go module proxy into
+# .tools/bin. A tool is reinstalled only when its pinned version changes, so a warm machine skips this in seconds.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.tools/bin"
 mkdir -p "$bin"
 export GOBIN="$bin"
 
+NODE_VERSION=$(cat "$root/.node-version")
 KUBE_SCORE_VERSION=v1.20.0
 ACTIONLINT_VERSION=v1.7.12
 TILT_VERSION=$(awk '$1 == "require" && $2 == "github.com/tilt-dev/tilt" { print $3 }' "$root/.ci/tools/tilt/go.mod")
 
 installed() { [ -x "$bin/$1" ] && [ "$(cat "$bin/.$1.version" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" > "$bin/.$1.version"; }
+
+# The registry serves Node's official Linux binaries as npm packages; npm checks the tarball's integrity.
+node_dir="$root/.tools/node"
+if [ "$(uname -s)" != Linux ]; then
+  echo "tools: node: the registry has no $(uname -s) package; use Node $NODE_VERSION from nvm, fnm or Homebrew (node@24)"
+elif [ -x "$node_dir/bin/node" ] && [ "$("$node_dir/bin/node" --version)" = "v$NODE_VERSION" ]; then
+  echo "tools: node $NODE_VERSION present"
+else
+  case "$(uname -m)" in x86_64) arch=x64 ;; aarch64 | arm64) arch=arm64 ;; *) echo "tools: no Node package for $(uname -m)" >&2; exit 1 ;; esac
+  echo "tools: installing node $NODE_VERSION (node-linux-$arch from the npm registry)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "node-linux-$arch@$NODE_VERSION" >/dev/null)
+  rm -rf "$node_dir" && mkdir -p "$node_dir"
+  tar -xzf "$tmp"/node-linux-"$arch"-*.tgz --strip-components=1 -C "$node_dir" package/bin/node package/LICENSE
+fi
 
 if installed kube-score "$KUBE_SCORE_VERSION"; then echo "tools: kube-score $KUBE_SCORE_VERSION present"; else
   echo "tools: building kube-score $KUBE_SCORE_VERSION"
@@ -26,10 +44,27 @@ if installed actionlint "$ACTIONLINT_VERSION"; then echo "tools: actionlint $ACT
   stamp actionlint "$ACTIONLINT_VERSION"
 fi
 
-# Tilt's LSP links tree-sitter through cgo, so CGO stays on. Without web assets this binary cannot `tilt up`,
-# but it evaluates Tiltfiles (`tilt alpha tiltfile-result`) exactly like a release build.
-if installed tilt "$TILT_VERSION"; then echo "tools: tilt $TILT_VERSION present"; else
-  echo "tools: building tilt $TILT_VERSION (a few minutes on a cold cache)"
-  (cd "$root/.ci/tools/tilt" && CGO_ENABLED=1 go build -mod=readonly -tags=osusergo -o "$bin/tilt" github.com/tilt-dev/tilt/cmd/tilt)
-  stamp tilt "$TILT_VERSION"
+# A source build of Tilt has no web assets, so it cannot `tilt up` (it reports itself as vX-dev); it evaluates
+# Tiltfiles (`tilt alpha tiltfile-result`) exactly like a release build, which is all the tests need. Its name keeps
+# it from passing for the `tilt` users install from https://docs.tilt.dev/install.html. Tilt's LSP links tree-sitter
+# through cgo, so CGO stays on.
+eval_tilt=tilt-tiltfile-eval
+# Earlier versions of this script built it as .tools/bin/tilt; keep that build under its new name.
+if [ -x "$bin/tilt" ]; then
+  mv "$bin/tilt" "$bin/$eval_tilt"
+  mv -f "$bin/.tilt.version" "$bin/.$eval_tilt.version" 2>/dev/null || true
+fi
+if installed "$eval_tilt" "$TILT_VERSION"; then echo "tools: $eval_tilt (tilt $TILT_VERSION, for tests) present"; else
+  echo "tools: building $eval_tilt from tilt $TILT_VERSION (a few minutes on a cold cache)"
+  (cd "$root/.ci/tools/tilt" && CGO_ENABLED=1 go build -mod=readonly -tags=osusergo -o "$bin/$eval_tilt" github.com/tilt-dev/tilt/cmd/tilt)
+  stamp "$eval_tilt" "$TILT_VERSION"
+fi
+
+# CoreDNS: the image of mx-dns, whose tag k8s/base/mx-dns/mx-dns.yaml pins. The real-binary tier (npm run test:kumod)
+# runs this build as mx-dns and as the cluster's DNS; the version comes from that manifest, so the two never differ.
+COREDNS_VERSION=v$(sed -n 's|.*image: coredns/coredns:\([0-9.]*\)$|\1|p' "$root/k8s/base/mx-dns/mx-dns.yaml")
+if installed coredns "$COREDNS_VERSION"; then echo "tools: coredns $COREDNS_VERSION present"; else
+  echo "tools: building coredns $COREDNS_VERSION (a few minutes on a cold cache)"
+  go install "github.com/coredns/coredns@$COREDNS_VERSION"
+  stamp coredns "$COREDNS_VERSION"
 fi

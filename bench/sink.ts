@@ -11,6 +11,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { HOW_TO_GET, requireTool } from "../test/require-tool.ts";
 import { startSink } from "../test/sink/helpers.ts";
 
 const SMTP_SOURCE = "/usr/sbin/smtp-source";
@@ -34,9 +35,12 @@ interface Server {
   select?: (scenario: string) => Promise<void>;
 }
 
-/** Our sink as its image runs it (Dockerfile CMD and ENV, via the test helper), on an ephemeral loopback port. */
+/**
+ * Our sink as its image runs it (Dockerfile CMD and ENV, via the test helper), on an ephemeral loopback port. It
+ * starts in `accept-all`, not the file's default: every measurement names the scenario it measures.
+ */
 async function startOurs(name: string): Promise<Server> {
-  const sink = await startSink({ SINK_SEED: "1", SINK_LOG_CONNECTIONS: "false" });
+  const sink = await startSink({ SINK_SEED: "1", SINK_LOG_CONNECTIONS: "false", SINK_SCENARIO: "accept-all" });
   const select = async (scenario: string) => {
     const res = await sink.http("/api/scenario", { method: "PUT", body: JSON.stringify({ name: scenario }) });
     if (res.status !== 200) throw new Error(`cannot select scenario ${scenario}: HTTP ${res.status}`);
@@ -182,13 +186,7 @@ async function compare(
 
 async function main(): Promise<void> {
   const started = Date.now();
-  for (const tool of [SMTP_SOURCE, SMTP_SINK]) {
-    try {
-      readFileSync(tool);
-    } catch {
-      throw new Error(`${tool} not found: install Debian's postfix package (.ci/install-system.sh)`);
-    }
-  }
+  for (const tool of [SMTP_SOURCE, SMTP_SINK]) requireTool(tool, HOW_TO_GET.postfix);
   const ours = await startOurs("sink");
   const postfix = await startSmtpSink();
   const servers = [ours, postfix];
@@ -208,7 +206,7 @@ async function main(): Promise<void> {
     for (const { label, size, messages } of sizes) {
       progress(`${label}: 20 sessions, ${messages} messages, ${ROUNDS} alternating rounds`);
       const r = await compare(
-        { name: "sink", server: ours },
+        { name: "sink", server: ours, scenario: "accept-all" },
         { name: "smtp-sink", server: postfix },
         {
           sessions: 20,

@@ -15,6 +15,7 @@ local queue_module = require 'policy-extras.queue'
 local sources = require 'policy-extras.sources'
 local settings = require 'tilt_settings'
 local auth = require 'tilt_auth'
+local dns = require 'tilt_dns'
 
 local POLICY_DIR = '/opt/kumomta/etc/policy'
 local SPOOL_DIR = '/var/spool/kumomta'
@@ -41,44 +42,45 @@ local shaper = shaping:setup_with_automation {
   extra_files = settings.EXTRA_SHAPING_FILES,
 }
 
--- Every destination goes to the sink. KumoMTA matches shaping providers by
--- the recipient domain's real MX (Google gets enable_tls = "Required"), and
--- TSA may push SetConfig actions, but the peer is always our sink, which
--- offers no certificate kumod would trust: its TLS mode and port win.
--- MTA-STS and DANE policies published for real domains (gmail.com enforces
--- MTA-STS) would likewise demand TLS or MX names the sink cannot satisfy.
+-- Every destination is the sink: mx-dns resolves each domain's MX hosts to
+-- it, so kumod routes, names sites and matches provider rules as against the
+-- real providers. The connection itself is the sink's: it listens on a port
+-- per provider site (so it greets and throttles as that provider) and offers
+-- no certificate kumod would trust, so its TLS mode and port win over
+-- provider rules (Google's enable_tls = "Required") and TSA actions.
+-- MTA-STS and DANE are off: they cannot be satisfied by the sink, and mx-dns
+-- answers neither (docs/policy.md).
 local function sink_egress_path(routing_domain, egress_source, site_name)
   local params = shaper.get_egress_path_config(routing_domain, egress_source, site_name, true)
   params.enable_tls = config.sink.tls
   params.enable_mta_sts = false
   params.enable_dane = false
-  params.smtp_port = config.sink.port
+  params.smtp_port = config.sink.site_ports[params.provider_name] or config.sink.port
   return kumo.make_egress_path(params)
 end
 
+-- An IP-literal domain ([10.1.2.3]) is routed by no MX lookup; kumod would
+-- connect to that address. Here it goes to the sink like everything else.
 -- Registered after the shaping helper (so TSA publish queues keep their own
--- config) and before the queue helper's hook. get_queue_config handlers run
--- in registration order and the first non-nil result wins; this one always
--- answers, taking retry/tenant/pool settings from queues.toml through the
--- queue helper and replacing the delivery protocol with the sink's mx_list.
--- The recipient domain stays the queue domain (no routing_domain rewrite),
--- so per-domain queues, suspensions and bounces behave as in production.
+-- config) and before the queue helper, whose hook answers every other domain:
+-- get_queue_config handlers run in order and the first non-nil result wins.
 local queue_helper
-local function sink_queue_config(domain, tenant, campaign, routing_domain)
-  local params = queue_helper:resolve_config(domain, tenant, campaign) or {}
-  if params.provider_name == nil then
-    params.provider_name = queue_module:resolve_provider(domain, routing_domain)
+local function ip_literal_queue_config(domain, tenant, campaign, routing_domain)
+  if not (routing_domain or domain):match '^%[.*%]$' then
+    -- No value at all, not nil: kumod passes to the next handler only when a
+    -- handler returns nothing (crates/config/src/lib.rs, CallbackSignature::call).
+    return
   end
+  local params = queue_helper:resolve_config(domain, tenant, campaign) or {}
   params.protocol = { smtp = { mx_list = { config.sink.mx } } }
   return kumo.make_queue_config(params)
 end
 
-kumo.on('get_queue_config', sink_queue_config)
+kumo.on('get_queue_config', ip_literal_queue_config)
 
--- The queue helper comes after the shaping helper and our sink routing, as
--- KumoMTA requires. Its own get_queue_config hook is registered last, where
--- `kumod --validate` expects it, and is never reached because
--- sink_queue_config always answers first.
+-- The queue helper comes after the shaping helper, as KumoMTA requires
+-- (docs/userguide/configuration/example.md): its get_queue_config hook
+-- always answers, so it must be the last one.
 queue_helper = queue_module:setup { POLICY_DIR .. '/queues.toml' }
 
 kumo.on('get_egress_path_config', sink_egress_path)
@@ -108,6 +110,7 @@ local function configure_dragonfly_throttles()
 end
 
 kumo.on('init', function()
+  dns.use(config.mx_dns)
   kumo.define_spool { name = 'data', path = SPOOL_DIR .. '/data', kind = 'RocksDB' }
   kumo.define_spool { name = 'meta', path = SPOOL_DIR .. '/meta', kind = 'RocksDB' }
   kumo.configure_local_logs { log_dir = LOG_DIR }

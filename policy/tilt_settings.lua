@@ -260,11 +260,30 @@ function mod.kumod(getenv)
   local sink_service = env.dns_label('SINK_SERVICE', env.optional('SINK_SERVICE', 'sink'))
   local sink_host = service_fqdn(sink_service, namespace, cluster_domain)
   local sink_port = env.integer('SINK_SMTP_PORT', env.optional('SINK_SMTP_PORT', '2525'), 1, 65535)
+  -- "google=2526,yahoo=2527": the sink's port for each provider site, keyed
+  -- by the provider names of KumoMTA's shaping files.
+  local site_ports = {}
+  local raw_site_ports = env.optional('SINK_SITE_PORTS', '')
+  for entry in (raw_site_ports .. ','):gmatch '([^,]*),' do
+    entry = entry:match '^%s*(.-)%s*$'
+    if entry ~= '' then
+      local site, port = entry:match '^([^=]+)=(.*)$'
+      if not site then
+        fail('SINK_SITE_PORTS', raw_site_ports, 'expected comma-separated site=port entries such as google=2526')
+      end
+      site = env.dns_label('SINK_SITE_PORTS', site)
+      if site_ports[site] then
+        fail('SINK_SITE_PORTS', raw_site_ports, string.format('site %s is listed twice', site))
+      end
+      site_ports[site] = env.integer('SINK_SITE_PORTS', port, 1, 65535)
+    end
+  end
   local sink_tls = env.optional('SINK_TLS', 'Disabled')
   if not SINK_TLS_MODES[sink_tls] then
     fail('SINK_TLS', sink_tls, 'expected Disabled or OpportunisticInsecure (the sink has no certificate kumod trusts)')
   end
 
+  local mx_dns_service = env.dns_label('MX_DNS_SERVICE', env.optional('MX_DNS_SERVICE', 'mx-dns'))
   local dragonfly_service = env.dns_label('DRAGONFLY_SERVICE', env.optional('DRAGONFLY_SERVICE', 'dragonfly'))
   local dragonfly_host = service_fqdn(dragonfly_service, namespace, cluster_domain)
   local dragonfly_port = env.integer('DRAGONFLY_PORT', env.optional('DRAGONFLY_PORT', '6379'), 1, 65535)
@@ -276,10 +295,12 @@ function mod.kumod(getenv)
     http_auth_dir = env.optional('KUMO_HTTP_AUTH_DIR', '/opt/kumomta/etc/http-auth'),
     tsa_publish = tsa_publish,
     tsa_subscribe = { string.format('http://%s:%d', service_fqdn(tsa_service, namespace, cluster_domain), tsa_port) },
+    mx_dns = service_fqdn(mx_dns_service, namespace, cluster_domain),
     sink = {
       port = sink_port,
-      -- The port travels inside the mx_list entry (2025.10.06+), so the
-      -- egress path's smtp_port (default 25) is only a fallback.
+      site_ports = site_ports,
+      -- Only for IP-literal domains, which no MX lookup routes; the port
+      -- travels inside the mx_list entry (2025.10.06+).
       mx = string.format('%s:%d', sink_host, sink_port),
       tls = sink_tls,
     },
@@ -295,7 +316,14 @@ end
 -- Everything tsa_init.lua needs.
 function mod.tsa(getenv)
   local env = reader(getenv)
+  local namespace = env.dns_label(
+    'POD_NAMESPACE',
+    env.required('POD_NAMESPACE', 'the tsa StatefulSet sets it from the downward API (metadata.namespace)')
+  )
+  local cluster_domain = env.dns_name('CLUSTER_DOMAIN', env.optional('CLUSTER_DOMAIN', 'cluster.local'))
+  local mx_dns_service = env.dns_label('MX_DNS_SERVICE', env.optional('MX_DNS_SERVICE', 'mx-dns'))
   return {
+    mx_dns = service_fqdn(mx_dns_service, namespace, cluster_domain),
     trusted_hosts = mod.trusted_hosts(env.optional('KUMO_TRUSTED_HOSTS')),
     state_dir = env.optional('TSA_STATE_DIR', '/var/lib/tsa'),
   }

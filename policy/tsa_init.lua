@@ -8,6 +8,7 @@
 local kumo = require 'kumo'
 local tsa = require 'tsa'
 local settings = require 'tilt_settings'
+local dns = require 'tilt_dns'
 
 local config = settings.tsa(os.getenv)
 local SHAPING_FILES = settings.all_shaping_files()
@@ -31,6 +32,15 @@ end)
 
 -- The same files, in the same order, as kumod's shaping helper loads, so
 -- both sides agree on which automation rules exist.
+-- tsa-daemon loads the shaping files before tsa_init, resolving the MX of
+-- every mx_rollup domain; mx-dns must answer that first load already, so
+-- that TSA's site names are kumod's.
+local resolver_configured = false
+
 kumo.on('tsa_load_shaping_data', function()
+  if not resolver_configured then
+    dns.use(config.mx_dns)
+    resolver_configured = true
+  end
   return cached_load_shaping_data(SHAPING_FILES)
 end)

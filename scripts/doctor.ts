@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import chalk from "chalk";
 import { execa } from "execa";
 import { parseNamespaceToolArgs, runMain } from "./lib/cli.ts";
@@ -6,15 +8,21 @@ import {
   type CheckResult,
   type CheckState,
   formatChecks,
+  MIN_TILT,
+  TILT_INSTALL_URL,
+  tiltProblem,
   versionAtLeast,
   WORKLOADS,
 } from "./lib/doctor-checks.ts";
-import { loadToolEnv, type ToolEnv } from "./lib/env.ts";
-import { EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
-import { findTilt, kubectl, kubectlMessage, parsePods } from "./lib/kubectl.ts";
+import { loadToolEnv, REPO_ROOT, type ToolEnv } from "./lib/env.ts";
+import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
+import { kubectl, kubectlMessage, parsePods } from "./lib/kubectl.ts";
 import { LOCAL_PRODUCTS, localProduct } from "./lib/local-context.ts";
 
-const MIN_NODE = "20.18";
+/** package.json's `engines.node` (">=X.Y"): one place says which Node this project supports. */
+const MIN_NODE = (
+  JSON.parse(readFileSync(join(REPO_ROOT, "package.json"), "utf8")) as { engines: { node: string } }
+).engines.node.replace(/^>=\s*/, "");
 
 const HELP = `Usage: npm run doctor -- [--json] [--namespace NS]
 
@@ -27,7 +35,7 @@ Checks that depend on a failed one are skipped (and count as not passed).
 
 Options:
   --namespace NS   Kubernetes namespace [KUMOMTA_NAMESPACE, default kumomta]
-  --json           print the results as one JSON object
+  --json           print the results as one JSON object (on failure with exit_code and error too)
   -h, --help       this text
 
 Exit codes:
@@ -56,7 +64,8 @@ async function httpGet(
     const res = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
     return { status: res.status, text: await res.text() };
   } catch (err) {
-    return { error: (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message };
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    return { error: cause?.code ?? cause?.message ?? (err as Error).message };
   }
 }
 
@@ -88,7 +97,7 @@ async function diagnose(env: ToolEnv, ns: string): Promise<CheckResult[]> {
       ? pass(`Node ${process.version}`)
       : fail(
           `Node ${process.version} is older than ${MIN_NODE}`,
-          `install Node ${MIN_NODE} or newer (e.g. \`nvm install 20\`)`,
+          `install Node ${MIN_NODE} or newer (e.g. \`nvm install ${MIN_NODE.split(".")[0]}\`)`,
         ),
   );
   await d.check("kubectl", [], async () => {
@@ -102,16 +111,12 @@ async function diagnose(env: ToolEnv, ns: string): Promise<CheckResult[]> {
     return pass(`kubectl ${v}`);
   });
   await d.check("tilt", [], async () => {
-    const tilt = await findTilt();
-    if (!tilt)
-      return fail(
-        "not found on PATH nor in .tools/bin",
-        "run .ci/install-tools.sh, or install Tilt: https://docs.tilt.dev/install.html",
-      );
-    const r = await run(tilt, ["version"]);
-    return r.ok
-      ? pass(r.stdout.trim().split("\n")[0] ?? tilt)
-      : fail(r.stderr.trim(), "reinstall tilt (.ci/install-tools.sh)");
+    const r = await run("tilt", ["version"]);
+    const install = `install Tilt ${MIN_TILT} or newer the official way: ${TILT_INSTALL_URL}`;
+    if (!r.ok) return fail(r.missing ? "not found on PATH" : r.stderr.trim(), install);
+    const stamp = r.stdout.trim().split("\n")[0] ?? "";
+    const problem = tiltProblem(stamp, MIN_TILT);
+    return problem ? fail(problem, install) : pass(`tilt ${stamp}`);
   });
   await d.check("container runtime", [], async () => {
     const tried: string[] = [];
@@ -241,9 +246,19 @@ async function main(): Promise<ExitCode> {
   const env = loadToolEnv();
   const results = await diagnose(env, values.namespace ?? env.namespace);
   const code = allPassed(results) ? EXIT.ok : EXIT.checksFailed;
-  if (values.json)
-    process.stdout.write(`${JSON.stringify({ ok: code === EXIT.ok, exit_code: code, checks: results })}\n`);
-  else process.stdout.write(`${formatChecks(results, (s) => MARK[s])}\n`);
+  const report = { ok: code === EXIT.ok, exit_code: code, checks: results };
+  if (!values.json) process.stdout.write(`${formatChecks(results, (s) => MARK[s])}\n`);
+  if (code !== EXIT.ok) {
+    const failed = results.filter((r) => r.state === "fail").map((r) => r.name);
+    const skipped = results.filter((r) => r.state === "skip").length;
+    throw new CliError(
+      code,
+      `${failed.length} of ${results.length} checks failed (${failed.join(", ")})${skipped > 0 ? `, ${skipped} skipped` : ""}`,
+      "Each failed check says how to fix it; fix the first one, then run `npm run doctor` again.",
+      report,
+    );
+  }
+  if (values.json) process.stdout.write(`${JSON.stringify({ ...report, error: null })}\n`);
   return code;
 }
 

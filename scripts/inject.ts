@@ -4,15 +4,23 @@ import cliProgress from "cli-progress";
 import { runMain, usageError } from "./lib/cli.ts";
 import { loadToolEnv, REPO_ROOT } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
-import { DEFAULT_DOMAINS, type InjectOptions, parseInjectArgs } from "./lib/inject-args.ts";
-import { explain } from "./lib/inject-errors.ts";
+import { DEFAULT_DOMAINS, DEFAULT_TIMEOUT, type InjectOptions, parseInjectArgs } from "./lib/inject-args.ts";
+import { explain, explainHttpError } from "./lib/inject-errors.ts";
 import { bodyFrame, KUMOD_VERSION, requestTemplate, validatePayload } from "./lib/inject-payload.ts";
-import { type BatchSource, InjectRunner } from "./lib/inject-runner.ts";
+import { type BatchSource, InjectRunner, type RunStats } from "./lib/inject-runner.ts";
 import { FileSource, GeneratedSource } from "./lib/inject-sources.ts";
 import { buildSummary, formatSummary, type Summary, verifyResult } from "./lib/inject-summary.ts";
 import { parseJsonWithLocation } from "./lib/json-location.ts";
 import { RecipientGenerator } from "./lib/recipients.ts";
-import { getSinkStats, type SinkStats, SinkUnreachableError, settled, sinkDelta } from "./lib/sink-api.ts";
+import {
+  getSinkStats,
+  SinkBadPortError,
+  type SinkStats,
+  SinkUnreachableError,
+  settled,
+  sinkDelta,
+} from "./lib/sink-api.ts";
+import { apiBaseUrl, KUMOD_API, SINK_API, sinkBadPortError } from "./lib/urls.ts";
 
 const DEFAULT_PAYLOAD = "sample_http_inject_payload.json";
 
@@ -50,8 +58,10 @@ Load:
   -d, --duration T        stop starting requests after T (30s, 2m, 1m30s); without --count generate
                           recipients until then
   --retries N             retries of a 503 or a lost connection, exponential backoff [default 4]
+  --timeout T             give up on a request kumod has not answered after T [default ${DEFAULT_TIMEOUT}]
 Output:
-  --json                  print the summary as one JSON object on stdout
+  --json                  print the summary as one JSON object on stdout (exit_code and error say how it
+                          ended; a run that cannot start prints {exit_code, error})
   --no-progress           no progress bar (it is only drawn on a terminal anyway)
 Verify:
   --verify                before injecting, snapshot the sink's /api/stats; afterwards wait until every
@@ -138,24 +148,7 @@ function buildSource(opts: InjectOptions, payload: Obj): { source: BatchSource; 
 }
 
 function injectEndpoint(base: string): URL {
-  let url: URL;
-  try {
-    url = new URL("/api/inject/v1", base);
-  } catch {
-    throw new CliError(
-      EXIT.usage,
-      `kumod URL "${base}" is not a URL`,
-      "Set KUMO_HTTP_URL (or --url) like http://localhost:8000.",
-    );
-  }
-  if (url.protocol !== "http:") {
-    throw new CliError(
-      EXIT.usage,
-      `kumod URL "${base}" is not plain http://`,
-      "kumod's HTTP listener here speaks plain HTTP (through the port-forward); use http://.",
-    );
-  }
-  return url;
+  return new URL("/api/inject/v1", apiBaseUrl(base, KUMOD_API));
 }
 
 function basicAuth(user?: string, password?: string): string | undefined {
@@ -192,6 +185,7 @@ async function snapshotSink(url: string): Promise<SinkStats> {
   try {
     return await getSinkStats(url);
   } catch (err) {
+    if (err instanceof SinkBadPortError) throw sinkBadPortError(err);
     if (err instanceof SinkUnreachableError) {
       throw new CliError(
         EXIT.sinkUnreachable,
@@ -262,6 +256,7 @@ async function main(argv: string[]): Promise<ExitCode> {
   const user = opts.user ?? env.kumoUser;
   const password = opts.password ?? env.kumoPassword;
   const endpoint = injectEndpoint(kumoUrl);
+  if (opts.verify) apiBaseUrl(sinkUrl, SINK_API);
   const { payload } = loadPayload(opts);
   const { source, total } = buildSource(opts, payload);
   const before = opts.verify ? await snapshotSink(sinkUrl) : undefined;
@@ -274,7 +269,7 @@ async function main(argv: string[]): Promise<ExitCode> {
       rate: opts.rate,
       durationMs: opts.durationMs,
       maxAttempts: opts.retries + 1,
-      requestTimeoutMs: 120_000,
+      requestTimeoutMs: opts.timeoutMs,
     },
     source,
   );
@@ -305,6 +300,7 @@ async function main(argv: string[]): Promise<ExitCode> {
       bodyBytes: f.bodyBytes,
       body: f.body,
       attempts: f.attempts,
+      timeoutMs: opts.timeoutMs,
     });
   }
   let sinkLost = false;
@@ -328,11 +324,34 @@ async function main(argv: string[]): Promise<ExitCode> {
   }
   const code = finalExitCode(summary, stats.fatal?.exitCode, stats.failedExitCode, sinkLost);
   summary.exit_code = code;
+  if (code !== EXIT.ok) summary.error ??= outcomeError(code, summary, stats, kumoUrl);
+  if (!opts.json) process.stdout.write(`${formatSummary(summary)}\n`);
+  // runMain prints the error lines, and with --json the summary carrying them.
+  if (summary.error) throw new CliError(code, summary.error.message, summary.error.hint, { ...summary });
   if (opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-  else process.stdout.write(`${formatSummary(summary)}\n`);
-  if (summary.error) process.stderr.write(`error: ${summary.error.message}\nhint: ${summary.error.hint}\n`);
   return code;
 }
 
-// The summary's shape for exit_code and error, also when the run fails before it starts.
-runMain(() => main(process.argv.slice(2)), { jsonErrors: process.argv.includes("--json") });
+/** The error line of a run that ended without a fatal answer: Ctrl-C, failed requests, rejected recipients. */
+function outcomeError(code: ExitCode, sum: Summary, stats: RunStats, url: string): { message: string; hint: string } {
+  const { recipients, requests } = sum;
+  if (code === EXIT.interrupted) {
+    return {
+      message: `interrupted (Ctrl-C) after sending ${recipients.sent} recipients, ${recipients.accepted} accepted`,
+      hint: "Nothing more was sent; the summary shows what kumod accepted.",
+    };
+  }
+  if (code === EXIT.recipientsRejected) {
+    return {
+      message: `kumod rejected ${recipients.failed} of ${recipients.sent} recipients (its reasons are grouped in the summary)`,
+      hint: "The recipients or the envelope_sender did not pass kumod's policy; kumod's texts above say which.",
+    };
+  }
+  const first = stats.firstFailure;
+  const detail = first
+    ? explainHttpError(first.reason, first.body, url)
+    : { message: `the run ended with exit code ${code}`, hint: "See the summary above." };
+  return { message: `${requests.failed} of ${requests.sent} requests failed: ${detail.message}`, hint: detail.hint };
+}
+
+runMain(() => main(process.argv.slice(2)));

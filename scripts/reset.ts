@@ -11,7 +11,7 @@ const PART_OF = "app.kubernetes.io/part-of=kumomta-tilt";
 const HELP = `Usage: npm run reset -- [--yes] [--namespace NS]
 
 Deletes everything kumomta-tilt put in the cluster, including queued mail:
-  1. \`tilt down\` (skipped with a note when tilt is not installed)
+  1. \`tilt down\` (skipped with a note when tilt is not on PATH)
   2. the kumod spool PVCs (label ${PART_OF}), waiting until they are gone
   3. the namespace, waiting until it is gone
 Asks for confirmation on a terminal. Scripts and CI must pass --yes.
@@ -73,7 +73,7 @@ async function main(): Promise<ExitCode> {
         `tilt down failed (exit ${r.exitCode})`,
         "Fix the Tiltfile error above, or delete by hand with kubectl.",
       );
-  } else step("tilt not installed: skipping `tilt down` (run .ci/install-tools.sh to get it)");
+  } else step("tilt not on PATH: skipping `tilt down` (Tilt installs from https://docs.tilt.dev/install.html)");
 
   step(`deleting spool PVCs (${PART_OF}) in ${ns}`);
   process.stdout.write(

@@ -2,7 +2,8 @@ import chalk from "chalk";
 import { parseCliArgs, runMain, usageError } from "./lib/cli.ts";
 import { loadToolEnv } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
-import { getScenario, putScenario, SinkHttpError, SinkUnreachableError } from "./lib/sink-api.ts";
+import { getScenario, putScenario, SinkBadPortError, SinkHttpError, SinkUnreachableError } from "./lib/sink-api.ts";
+import { apiBaseUrl, SINK_API, sinkBadPortError } from "./lib/urls.ts";
 
 const HELP = `Usage: npm run scenario -- [NAME] [--json] [--sink-url URL]
 
@@ -11,20 +12,23 @@ With NAME: switches the sink to that scenario (PUT /api/scenario), effective for
 
 Options:
   --sink-url URL   sink HTTP API [SINK_HTTP_URL, default http://localhost:8025]
-  --json           print the sink's answer as JSON
+  --json           print the sink's answer as JSON (on failure: {exit_code, error})
   -h, --help       this text
 
 Examples:
   npm run scenario                       # current + available
   npm run scenario -- realistic          # deferrals and bounces with real providers' texts
-  npm run scenario -- accept-all
+  npm run scenario -- accept-all          # accept everything, address directives too
+  npm run scenario -- directives          # the default: accept all but what tempfail/permfail/NNN- addresses ask
 
 Exit codes:
 ${exitCodeTable([EXIT.ok, EXIT.usage, EXIT.sinkUnreachable, EXIT.unknownScenario, EXIT.commandFailed])}
-  (19 here: the sink answered with another error, shown)
+  (2 also: a sink URL that is not http://, or whose port fetch refuses; 19 here: the sink answered with
+  another error, shown)
 `;
 
 function sinkError(err: unknown, url: string, available?: string[]): CliError {
+  if (err instanceof SinkBadPortError) return sinkBadPortError(err);
   if (err instanceof SinkUnreachableError) {
     return new CliError(
       EXIT.sinkUnreachable,
@@ -39,7 +43,11 @@ function sinkError(err: unknown, url: string, available?: string[]): CliError {
       available ? `Available: ${available.join(", ")}` : undefined,
     );
   }
-  return new CliError(EXIT.commandFailed, (err as Error).message);
+  return new CliError(
+    EXIT.commandFailed,
+    (err as Error).message,
+    `Is ${url} the sink's HTTP API (\`npm run sink\` or the port-forward of \`tilt up\`)? See the sink's logs.`,
+  );
 }
 
 async function main(): Promise<ExitCode> {
@@ -54,6 +62,7 @@ async function main(): Promise<ExitCode> {
   }
   if (positionals.length > 1) throw usageError(`one scenario name at most, got ${positionals.join(" ")}`, "scenario");
   const url = values["sink-url"] ?? loadToolEnv().sinkUrl;
+  apiBaseUrl(url, SINK_API);
   let current: Awaited<ReturnType<typeof getScenario>>;
   try {
     current = await getScenario(url);

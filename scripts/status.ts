@@ -1,11 +1,13 @@
 import chalk from "chalk";
 import { parseNamespaceToolArgs, runMain } from "./lib/cli.ts";
 import { loadToolEnv } from "./lib/env.ts";
-import { EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
+import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
 import { listPods, type PodInfo, portForward, requireNamespace } from "./lib/kubectl.ts";
 import { type KumodQueueSummary, kumodQueueSummary, parsePrometheus } from "./lib/prometheus.ts";
-import { getScenario, getSinkStats, type SinkStats } from "./lib/sink-api.ts";
+import { getScenario, getSinkStats, SinkBadPortError, type SinkStats } from "./lib/sink-api.ts";
 import { suspensionList } from "./lib/tsa.ts";
+import { parseShapingOverrides, type ShapingOverride } from "./lib/tsa-config.ts";
+import { apiBaseUrl, SINK_API, sinkBadPortError } from "./lib/urls.ts";
 
 const HELP = `Usage: npm run status -- [--json] [--namespace NS]
 
@@ -17,12 +19,13 @@ One screen about the running cluster:
 
 Options:
   --namespace NS   Kubernetes namespace [KUMOMTA_NAMESPACE, default kumomta]
-  --json           print one JSON object
+  --json           print one JSON object (also on failure, with exit_code and error)
   -h, --help       this text
 
 Exit codes:
 ${exitCodeTable([EXIT.ok, EXIT.usage, EXIT.sinkUnreachable, EXIT.kubectlMissing, EXIT.clusterUnreachable, EXIT.namespaceMissing, EXIT.commandFailed])}
-  (11: everything else was read but the sink API did not answer; 19: a pod could not be read)
+  (11: everything else was read but the sink API did not answer; 19: a pod could not be read;
+   2 also: SINK_HTTP_URL is not http://, or its port is one fetch refuses)
 `;
 
 interface KumodPodStatus extends PodInfo {
@@ -32,6 +35,8 @@ interface KumodPodStatus extends PodInfo {
 
 interface TsaPodStatus extends PodInfo {
   suspensions?: unknown[];
+  /** The config overrides TSA serves to kumod (SetConfig actions), with why and until when. */
+  overrides?: ShapingOverride[];
   error?: string;
 }
 
@@ -61,7 +66,8 @@ async function tsaStatus(namespace: string, pod: PodInfo): Promise<TsaPodStatus>
   if (pod.phase !== "Running") return { ...pod, error: `pod is ${pod.reason ?? pod.phase}` };
   try {
     const text = await fetchThroughForward(namespace, pod.name, 8008, "/get_suspension_v1/suspended.json");
-    return { ...pod, suspensions: suspensionList(JSON.parse(text)) };
+    const config = await fetchThroughForward(namespace, pod.name, 8008, "/get_config_v1/shaping.toml");
+    return { ...pod, suspensions: suspensionList(JSON.parse(text)), overrides: parseShapingOverrides(config) };
   } catch (err) {
     return { ...pod, error: (err as Error).message };
   }
@@ -72,6 +78,8 @@ async function sinkStatus(url: string): Promise<{ stats?: SinkStats; available?:
     const [stats, scenario] = await Promise.all([getSinkStats(url), getScenario(url)]);
     return { stats, available: scenario.available };
   } catch (err) {
+    // A port fetch refuses is a setting to fix, not a sink that is down: stop with a usage error.
+    if (err instanceof SinkBadPortError) throw sinkBadPortError(err);
     return { error: (err as Error).message };
   }
 }
@@ -102,9 +110,16 @@ function render(
   if (tsas.length === 0) out.push("  no tsa pods");
   for (const p of tsas) {
     const s = p.suspensions;
-    const line = s ? `${s.length} suspension${s.length === 1 ? "" : "s"}` : chalk.yellow(p.error ?? "");
+    const o = p.overrides ?? [];
+    const line = s
+      ? `${s.length} suspension${s.length === 1 ? "" : "s"}, ${o.length} config override${o.length === 1 ? "" : "s"}`
+      : chalk.yellow(p.error ?? "");
     out.push(`  ${p.name.padEnd(10)} ${podState(p).padEnd(18)} ${line}`);
-    for (const x of (s ?? []).slice(0, 5)) out.push(`      ${JSON.stringify(x).slice(0, 160)}`);
+    for (const x of (s ?? []).slice(0, 5)) out.push(`      suspended ${JSON.stringify(x).slice(0, 160)}`);
+    for (const x of o.slice(0, 5))
+      out.push(
+        `      ${x.domain} (${x.source}): ${x.name} = ${x.value} until ${x.expires}  ${chalk.dim(x.reason.slice(0, 80))}`,
+      );
   }
   out.push(chalk.bold(`sink (${sinkUrl})`));
   if (sink.stats) {
@@ -120,10 +135,31 @@ function render(
   return out.join("\n");
 }
 
+/** The error a finished run ends with, or undefined when everything was read. */
+function failure(kumods: KumodPodStatus[], tsas: TsaPodStatus[], sinkError: string | undefined, ns: string) {
+  const unread = [...kumods, ...tsas].filter((p) => p.error !== undefined);
+  if (unread.length > 0) {
+    return {
+      code: EXIT.commandFailed,
+      message: `could not read ${unread.map((p) => `${p.name} (${p.error})`).join(", ")}`,
+      hint: `See the Tilt UI, or \`kubectl describe pod -n ${ns} <pod>\` and \`kubectl logs -n ${ns} <pod>\`.`,
+    };
+  }
+  if (sinkError !== undefined) {
+    return {
+      code: EXIT.sinkUnreachable,
+      message: sinkError,
+      hint: "Is `tilt up` running with its port-forward to sink:8025 (or `npm run sink` locally)? Set SINK_HTTP_URL otherwise.",
+    };
+  }
+  return undefined;
+}
+
 async function main(): Promise<ExitCode> {
   const values = parseNamespaceToolArgs("status", HELP);
   if (values === null) return EXIT.ok;
   const env = loadToolEnv();
+  apiBaseUrl(env.sinkUrl, { ...SINK_API, flag: undefined });
   const ns = values.namespace ?? env.namespace;
   await requireNamespace(ns);
   const [kumodPods, tsaPods, sink] = await Promise.all([
@@ -133,13 +169,12 @@ async function main(): Promise<ExitCode> {
   ]);
   const kumods = await Promise.all(kumodPods.map((p) => kumodStatus(ns, p)));
   const tsas = await Promise.all(tsaPods.map((p) => tsaStatus(ns, p)));
-  const podError = [...kumods, ...tsas].some((p) => p.error !== undefined);
-  const code = podError ? EXIT.commandFailed : sink.error ? EXIT.sinkUnreachable : EXIT.ok;
-  if (values.json) {
-    process.stdout.write(
-      `${JSON.stringify({ namespace: ns, exit_code: code, kumod: kumods, tsa: tsas, sink: { url: env.sinkUrl, ...sink } })}\n`,
-    );
-  } else process.stdout.write(`${render(ns, kumods, tsas, sink, env.sinkUrl)}\n`);
+  const failed = failure(kumods, tsas, sink.error, ns);
+  const code = failed?.code ?? EXIT.ok;
+  const report = { namespace: ns, exit_code: code, kumod: kumods, tsa: tsas, sink: { url: env.sinkUrl, ...sink } };
+  if (!values.json) process.stdout.write(`${render(ns, kumods, tsas, sink, env.sinkUrl)}\n`);
+  if (failed) throw new CliError(failed.code, failed.message, failed.hint, report);
+  if (values.json) process.stdout.write(`${JSON.stringify({ ...report, error: null })}\n`);
   return code;
 }
 

@@ -1,27 +1,41 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { CliError, EXIT, type ExitCode } from "./exit-codes.ts";
 
+/** Whether the command line asks for --json (options only: a "--json" after "--" is an argument). */
+export function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf("--");
+  return (end < 0 ? argv : argv.slice(0, end)).includes("--json");
+}
+
+/** What a failed run prints with --json: the tool's findings so far, then exit_code and error, on one line. */
+export function failureJson(err: CliError): string {
+  const error = { message: err.message, hint: err.hint ?? "" };
+  return `${JSON.stringify({ ...err.data, exit_code: err.exitCode, error })}\n`;
+}
+
 /**
- * Runs a script's main(), turning CliErrors into "error:/hint:" lines and exit codes. With `jsonErrors`, a CliError
- * is also printed on stdout as `{exit_code, error}`, so machines reading --json get the failure too.
+ * Runs a script's main(), turning a thrown CliError into "error:/hint:" lines on stderr and its exit code. Every
+ * tool fails the same way for machines too: with --json on the command line, stdout gets one JSON object with at
+ * least exit_code and error ({message, hint}), also for a bad option or an internal error.
  */
-export function runMain(main: () => Promise<ExitCode>, opts: { jsonErrors?: boolean } = {}): void {
+export function runMain(main: () => Promise<ExitCode>): void {
+  const json = wantsJson(process.argv.slice(2));
   main().then(
     (code) => {
       process.exitCode = code;
     },
-    (err: unknown) => {
-      if (err instanceof CliError) {
-        process.stderr.write(`error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ""}`);
-        if (opts.jsonErrors) {
-          const error = { message: err.message, hint: err.hint ?? "" };
-          process.stdout.write(`${JSON.stringify({ exit_code: err.exitCode, error })}\n`);
-        }
-        process.exitCode = err.exitCode;
-        return;
-      }
-      process.stderr.write(`internal error: ${(err as Error).stack ?? String(err)}\n`);
-      process.exitCode = EXIT.internal;
+    (thrown: unknown) => {
+      const err =
+        thrown instanceof CliError
+          ? thrown
+          : new CliError(
+              EXIT.internal,
+              `internal error: ${(thrown as Error).stack ?? String(thrown)}`,
+              "This is a bug in kumomta-tilt: please report it with the command you ran.",
+            );
+      process.stderr.write(`error: ${err.message}\n${err.hint ? `hint: ${err.hint}\n` : ""}`);
+      if (json) process.stdout.write(failureJson(err));
+      process.exitCode = err.exitCode;
     },
   );
 }

@@ -23,6 +23,24 @@ export function versionAtLeast(version: string, minimum: string): boolean {
   return true;
 }
 
+/** Oldest Tilt the Tiltfile accepts (its `version_settings` constraint; test/tilt keeps the two equal). */
+export const MIN_TILT = "0.33.0";
+export const TILT_INSTALL_URL = "https://docs.tilt.dev/install.html";
+
+/**
+ * Pure: what is wrong with the tilt whose `tilt version` printed `stamp` (a release: "v0.37.6, built 2025-11-20"),
+ * or undefined. A build without the release's version stamp says "-dev" and expects a webpack dev server in a Tilt
+ * checkout for its UI, so `tilt up` fails: that is how `go install`/`go build` builds look, like the tests' one.
+ */
+export function tiltProblem(stamp: string, minimum: string): string | undefined {
+  const m = /^v(\d+\.\d+\.\d+)(-dev)?,/.exec(stamp.trim());
+  if (!m) return `unrecognised \`tilt version\` output: ${stamp.trim()}`;
+  const version = m[1] as string;
+  if (m[2]) return `tilt v${version}-dev is a source build without the web UI: \`tilt up\` cannot serve it`;
+  if (!versionAtLeast(version, minimum)) return `tilt v${version} is older than ${minimum}, the Tiltfile's minimum`;
+  return undefined;
+}
+
 export function allPassed(results: readonly CheckResult[]): boolean {
   return results.length > 0 && results.every((r) => r.state === "pass");
 }

@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { parseDurationMs } from "./pacing.ts";
 import { checkLocalPart, parseDomains, type WeightedDomain } from "./recipients.ts";
+import { httpUrlProblem, KUMOD_API, SINK_API } from "./urls.ts";
 
 export interface InjectOptions {
   help: boolean;
@@ -22,10 +23,14 @@ export interface InjectOptions {
   verifyTimeoutMs: number;
   sinkUrl?: string;
   retries: number;
+  /** How long one request may wait for kumod's answer. */
+  timeoutMs: number;
   progress: boolean;
 }
 
 export const DEFAULT_DOMAINS = "example.com";
+/** Far above a healthy kumod's answer to a 2 MiB request, far below the two minutes users waited before. */
+export const DEFAULT_TIMEOUT = "30s";
 
 function positiveInt(name: string, text: string | undefined, max: number): number | undefined {
   if (text === undefined) return undefined;
@@ -71,6 +76,7 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
       "verify-timeout": { type: "string" },
       "sink-url": { type: "string" },
       retries: { type: "string" },
+      timeout: { type: "string" },
       "no-progress": { type: "boolean" },
     },
   });
@@ -95,10 +101,13 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
   }
   const localPart = values["local-part"] ?? "user";
   checkLocalPart(localPart);
-  if (values.url !== undefined && !/^http:\/\/[^/]+/.test(values.url)) {
-    throw new Error(
-      `--url must look like http://host:port (plain HTTP, as kumod's listener here), got "${values.url}"`,
-    );
+  for (const [flag, api] of [
+    ["url", KUMOD_API],
+    ["sink-url", SINK_API],
+  ] as const) {
+    const text = values[flag];
+    const problem = text === undefined ? undefined : httpUrlProblem(text);
+    if (problem !== undefined) throw new Error(`--${flag} "${text}" ${problem}: give it like ${api.example}`);
   }
   return {
     help: values.help ?? false,
@@ -120,6 +129,7 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
     verifyTimeoutMs: duration("verify-timeout", values["verify-timeout"]) ?? 120_000,
     sinkUrl: values["sink-url"],
     retries,
+    timeoutMs: duration("timeout", values.timeout ?? DEFAULT_TIMEOUT) as number,
     progress: !(values["no-progress"] ?? false),
   };
 }

@@ -18,7 +18,8 @@ export function classifyNetworkError(code: string, anyResponseSeen: boolean): Ou
 
 /**
  * 503 is kumod saying "not now" (shutting down, load shedding, spool starting): retried with backoff. 400, 401,
- * 413, 415 and 422 would fail identically for every following request, so the run stops at the first one.
+ * 413, 415 and 422 would fail identically for every following request, so the run stops at the first one; so do
+ * 404 and 405, which mean the URL is not kumod's inject API at all (another server on that port).
  * Other statuses (500: bad envelope_sender, auth hook raised) are counted as failed requests and the run goes on.
  */
 export function classifyStatus(status: number): Outcome {
@@ -27,7 +28,7 @@ export function classifyStatus(status: number): Outcome {
   if (status === 401) return { kind: "fatal", exitCode: EXIT.unauthorized, reason: "401" };
   if (status === 422) return { kind: "fatal", exitCode: EXIT.unprocessable, reason: "422" };
   if (status === 413) return { kind: "fatal", exitCode: EXIT.tooLarge, reason: "413" };
-  if (status === 400 || status === 415) return { kind: "fatal", exitCode: EXIT.httpError, reason: String(status) };
+  if ([400, 404, 405, 415].includes(status)) return { kind: "fatal", exitCode: EXIT.httpError, reason: String(status) };
   return { kind: "failed", exitCode: EXIT.httpError, reason: String(status) };
 }
 
@@ -59,6 +60,8 @@ export function suggestBatch(batch: number, bodyBytes: number, limitBytes = 2 * 
 
 export interface HintContext {
   url: string;
+  /** --timeout, for a request that got no answer. */
+  timeoutMs: number;
   user?: string;
   envFile: string;
   batch: number;
@@ -72,6 +75,15 @@ export function explain(exitCode: ExitCode, reason: string, ctx: HintContext): {
   const text = ctx.body.trim() || "(empty body)";
   switch (exitCode) {
     case EXIT.kumodUnreachable:
+      if (reason === "ETIMEDOUT") {
+        return {
+          message: `kumod at ${ctx.url} did not answer a request within ${ctx.timeoutMs / 1000} s (--timeout)`,
+          hint:
+            "Something holds that port but sends no HTTP answer: a stuck port-forward (restart `tilt up`), or not " +
+            "kumod's HTTP listener (`npm run doctor` checks). If kumod is only slow under load, raise --timeout or " +
+            "lower --concurrency and --batch.",
+        };
+      }
       return {
         message: `cannot reach kumod at ${ctx.url} (${reason})`,
         hint:
@@ -106,12 +118,26 @@ export function explain(exitCode: ExitCode, reason: string, ctx: HintContext): {
           "Check `npm run status` and the kumod logs in the Tilt UI, then retry (or lower --rate/--concurrency).",
       };
     default:
-      return {
-        message: `kumod answered HTTP ${reason}: ${text}`,
-        hint:
-          reason === "400"
-            ? "The body or the Authorization header was malformed."
-            : "See kumod's logs in the Tilt UI (a 500 usually means a bad envelope_sender or a failing policy hook).",
-      };
+      return explainHttpError(reason, text, ctx.url);
   }
+}
+
+/** The message and the fix for an HTTP status without its own exit code (400, 404, 405, 415, 500...). */
+export function explainHttpError(status: string, body: string, url: string): { message: string; hint: string } {
+  const text = body.trim() || "(empty body)";
+  if (status === "404" || status === "405") {
+    return {
+      message: `${url} answered HTTP ${status} to POST /api/inject/v1 (${text}): it is not kumod's inject API`,
+      hint:
+        "Wrong port? `tilt up` forwards kumod's HTTP listener to http://localhost:8000; set --url or " +
+        "KUMO_HTTP_URL (.env) to it. `npm run doctor` checks the port-forward.",
+    };
+  }
+  return {
+    message: `kumod answered HTTP ${status}: ${text}`,
+    hint:
+      status === "400"
+        ? "The body or the Authorization header was malformed."
+        : "See kumod's logs in the Tilt UI (a 500 usually means a bad envelope_sender or a failing policy hook).",
+  };
 }

@@ -53,6 +53,8 @@ export class RunStats {
   startedAt = 0;
   endedAt = 0;
   failedExitCode?: ExitCode;
+  /** The first failed request the run went on after (a 500), for the error line. */
+  firstFailure?: { reason: string; body: string };
   fatal?: FatalError;
 
   addError(text: string, count = 1): void {
@@ -216,6 +218,7 @@ export class InjectRunner {
     s.addError(status !== undefined ? `HTTP ${status}: ${body.trim().slice(0, 300)}` : `network: ${outcome.reason}`);
     if (outcome.kind === "failed") {
       s.failedExitCode ??= outcome.exitCode;
+      s.firstFailure ??= { reason: outcome.reason, body };
       return;
     }
     if (outcome.kind === "retry" && outcome.reason === "stopped") return;

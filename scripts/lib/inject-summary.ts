@@ -82,22 +82,30 @@ export function verifyResult(
 
 const n = (x: number) => x.toLocaleString("en-US");
 
+const plural = (x: number, word: string) => `${n(x)} ${word}${x === 1 ? "" : "s"}`;
+
 export function formatSummary(sum: Summary): string {
   const lines: string[] = [];
-  const head = sum.interrupted ? "interrupted after" : "sent";
+  const r = sum.recipients;
+  // A run where every recipient failed must not read like a successful one ("sent ... at 10 recipients/s").
+  const nothingAccepted = r.sent > 0 && r.failed === r.sent;
+  const head = sum.interrupted ? "interrupted after" : nothingAccepted ? "nothing accepted:" : "sent";
+  const what = `${plural(r.sent, "recipient")} in ${plural(sum.requests.sent, "request")}`;
   lines.push(
-    `kumod ${sum.url}: ${head} ${n(sum.recipients.sent)} recipients in ${n(sum.requests.sent)} requests, ${formatDuration(sum.elapsed_s * 1000)}`,
+    `kumod ${sum.url}: ${head} ${what}${nothingAccepted && !sum.interrupted ? " failed" : ""}, ${formatDuration(sum.elapsed_s * 1000)}`,
   );
   lines.push(
     `  requests    ${n(sum.requests.ok)} ok, ${n(sum.requests.failed)} failed, ${n(sum.requests.retries)} retries`,
   );
-  lines.push(`  recipients  ${n(sum.recipients.accepted)} accepted, ${n(sum.recipients.failed)} failed`);
+  lines.push(`  recipients  ${n(r.accepted)} accepted, ${n(r.failed)} failed`);
   const l = sum.latency_ms;
-  lines.push(`  latency     p50 ${l.p50} ms, p95 ${l.p95} ms, p99 ${l.p99} ms, max ${l.max} ms`);
+  // No answer at all (refused, timed out) leaves no latency to show.
+  if (l.max > 0) lines.push(`  latency     p50 ${l.p50} ms, p95 ${l.p95} ms, p99 ${l.p99} ms, max ${l.max} ms`);
   const target = sum.rate.target_recipients_per_s === null ? "" : ` (target ${n(sum.rate.target_recipients_per_s)}/s)`;
-  lines.push(
-    `  rate        ${n(sum.rate.recipients_per_s)} recipients/s, ${n(sum.rate.requests_per_s)} requests/s${target}`,
-  );
+  if (!nothingAccepted)
+    lines.push(
+      `  rate        ${n(sum.rate.recipients_per_s)} recipients/s, ${n(sum.rate.requests_per_s)} requests/s${target}`,
+    );
   if (sum.errors.length > 0) {
     lines.push("  errors (grouped):");
     for (const e of sum.errors.slice(0, 20)) lines.push(`    ${String(n(e.count)).padStart(9)}  ${e.text}`);

@@ -1,7 +1,4 @@
-import { existsSync } from "node:fs";
-import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
-import { REPO_ROOT } from "./env.ts";
 import { CliError, EXIT, type ExitCode } from "./exit-codes.ts";
 
 export interface CommandResult {
@@ -136,12 +133,10 @@ export async function portForward(
   };
 }
 
-/** tilt from PATH, else the copy .ci/install-tools.sh builds into .tools/bin. */
+/** tilt on PATH, the one users install (the tests' source build of tilt cannot `tilt up` and is not looked for). */
 export async function findTilt(): Promise<string | undefined> {
-  const local = join(REPO_ROOT, ".tools", "bin", "tilt");
   const r = await execa("tilt", ["version"], { reject: false, stdin: "ignore" });
-  if (r.exitCode === 0) return "tilt";
-  return existsSync(local) ? local : undefined;
+  return r.exitCode === 0 ? "tilt" : undefined;
 }
 
 export interface PodInfo {

@@ -1,4 +1,4 @@
-/** Client for the sink's HTTP API (README: "The null sink", "HTTP API (port 8025)"). */
+/** Client for the sink's HTTP API (docs/sink.md, "HTTP API (port 8025)"). */
 
 export interface SinkCounts {
   accepted: number;
@@ -16,6 +16,12 @@ export interface SinkStats {
   replies: Record<string, number>;
   faults: Record<string, number>;
   domains: Record<string, SinkCounts>;
+  /** Recipients by the provider site of the port kumod connected to ("other": SINK_SMTP_PORT); absent on older sinks. */
+  sites?: Record<string, SinkSiteCounts>;
+}
+
+export interface SinkSiteCounts extends SinkCounts {
+  connections: number;
 }
 
 export interface SinkScenario {
@@ -26,6 +32,15 @@ export interface SinkScenario {
 
 export class SinkUnreachableError extends Error {}
 
+/** fetch refused the URL's port outright (a Fetch standard "bad port", e.g. 6000 for X11); nothing was attempted. */
+export class SinkBadPortError extends Error {
+  constructor(readonly url: string) {
+    super(
+      `fetch refuses to connect to port ${new URL(url).port} of ${url}: it is one of the "bad ports" the Fetch standard blocks in every HTTP client`,
+    );
+  }
+}
+
 export class SinkHttpError extends Error {
   constructor(
     readonly status: number,
@@ -35,14 +50,22 @@ export class SinkHttpError extends Error {
   }
 }
 
+/** The sink answers from memory at once; longer than this means something else holds the port, or it is stuck. */
+const SINK_TIMEOUT_MS = 5000;
+
 async function call(base: string, path: string, init: RequestInit = {}): Promise<unknown> {
   const url = new URL(path, base);
   let res: globalThis.Response;
   try {
-    res = await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
+    res = await fetch(url, { ...init, signal: AbortSignal.timeout(SINK_TIMEOUT_MS) });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
-    throw new SinkUnreachableError(`cannot reach the sink at ${base} (${cause})`);
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    if (cause?.message === "bad port") throw new SinkBadPortError(base);
+    const reason =
+      (err as Error).name === "TimeoutError"
+        ? `no answer within ${SINK_TIMEOUT_MS / 1000} s`
+        : (cause?.code ?? cause?.message ?? (err as Error).message);
+    throw new SinkUnreachableError(`cannot reach the sink at ${base} (${reason})`);
   }
   const text = await res.text();
   if (!res.ok) throw new SinkHttpError(res.status, text);

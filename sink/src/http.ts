@@ -13,18 +13,19 @@ function send(res: ServerResponse, status: number, body: unknown, type = "applic
   res.end(text);
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
+/**
+ * The request body as text, or null as soon as it passes MAX_BODY. Past the limit nothing more is kept but the
+ * connection stays up, so the client, maybe still sending, reads the 413 (cutting it here loses the answer).
+ */
+function readBody(req: IncomingMessage): Promise<string | null> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (c: Buffer) => {
+      if (size > MAX_BODY) return;
       size += c.length;
-      if (size > MAX_BODY) {
-        reject(new Error("request body larger than 1 MiB"));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
+      if (size <= MAX_BODY) chunks.push(c);
+      else resolve(null);
     });
     req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
     req.on("error", reject);
@@ -99,10 +100,17 @@ export function createHttpServer(stats: Stats, control: ScenarioControl, ready: 
         }
         readBody(req).then(
           (text) => {
+            if (text === null) {
+              // The rest of the body is not worth reading: answer now and close once the answer is out.
+              res.setHeader("connection", "close");
+              send(res, 413, { error: "request body larger than 1 MiB", details: ["a scenario is a few KiB"] });
+              return;
+            }
             const { status, body } = applyScenarioRequest(control, text);
             send(res, status, body);
           },
-          (err: Error) => send(res, 413, { error: err.message, details: [] }),
+          // The client went away mid-body: there is no one to answer.
+          () => res.destroy(),
         );
         return;
       default:

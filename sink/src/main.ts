@@ -8,6 +8,7 @@ import { log } from "./log.ts";
 import { ConfigError, parseConfig, type SinkConfig } from "./rules/config.ts";
 import { ScenarioControl } from "./rules/control.ts";
 import { parseSettings, type Settings, SettingsError } from "./settings.ts";
+import { DEFAULT_SITE } from "./sites.ts";
 import { createSmtpServer } from "./smtp/server.ts";
 import { Stats } from "./stats.ts";
 import { setupTls } from "./tls.ts";
@@ -62,18 +63,26 @@ async function main(): Promise<void> {
   }
   const smtp = createSmtpServer(settings, stats, () => control.active, tls.context);
   const http = createHttpServer(stats, control, () => !smtp.draining());
-  let smtpPort: number;
+  const bound: number[] = [];
   let httpPort: number;
+  let what = "";
   try {
-    smtpPort = await listen(smtp.server, settings.smtpPort, settings.host);
+    for (const l of smtp.listeners) {
+      what = l.site === DEFAULT_SITE ? "SINK_SMTP_PORT" : `SMTP port of site ${l.site}`;
+      bound.push(await listen(l.server, l.port, settings.host));
+    }
+    what = "SINK_HTTP_PORT";
     httpPort = await listen(http, settings.httpPort, settings.host);
   } catch (err) {
-    fail(1, "cannot listen", [(err as Error).message]);
+    fail(1, "cannot listen", [`${what}: ${(err as Error).message}`]);
   }
+  // The ports actually bound: with port 0 (tests) they are only known now.
+  const sitePorts = Object.fromEntries(smtp.listeners.slice(1).map((l, i) => [l.site, bound[i + 1]]));
   const stopWatching = watchConfig(settings.configPath, text, settings.configPollMs, (c) => control.reload(c));
   log("info", "listening", {
     host: settings.host,
-    smtp_port: smtpPort,
+    smtp_port: bound[0],
+    site_ports: sitePorts,
     http_port: httpPort,
     scenario: control.active.def.name,
     seed: settings.seed,

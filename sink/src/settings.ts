@@ -1,11 +1,20 @@
 /** Environment → settings, validated once at start; every problem is reported together. */
 import { randomInt } from "node:crypto";
 import { isAbsolute, resolve } from "node:path";
+import { DEFAULT_SITE, SITE_NAME } from "./sites.ts";
+
+/** A provider site and the extra SMTP port whose connections belong to it. */
+export interface SitePort {
+  site: string;
+  port: number;
+}
 
 export interface Settings {
   host: string;
   smtpPort: number;
   httpPort: number;
+  /** Extra SMTP ports, one per provider site; connections to smtpPort belong to the site "other". */
+  sitePorts: SitePort[];
   hostname: string;
   configPath: string;
   configPollMs: number;
@@ -58,6 +67,7 @@ export function parseSettings(env: NodeJS.ProcessEnv, baseDir: string): Settings
     host: env.SINK_HOST || "0.0.0.0",
     smtpPort: int("SINK_SMTP_PORT", 2525, 0, 65535),
     httpPort: int("SINK_HTTP_PORT", 8025, 0, 65535),
+    sitePorts: [],
     hostname: env.SINK_HOSTNAME || "sink.kumomta-tilt.local",
     configPath: isAbsolute(config) ? config : resolve(baseDir, config),
     configPollMs: int("SINK_CONFIG_POLL_MS", 1000, 100, 3_600_000),
@@ -76,10 +86,47 @@ export function parseSettings(env: NodeJS.ProcessEnv, baseDir: string): Settings
     starttls: bool("SINK_STARTTLS", false),
     logConnections: bool("SINK_LOG_CONNECTIONS", true),
   };
+  settings.sitePorts = parseSitePorts(env.SINK_SITE_PORTS ?? "", settings, errors);
   if (/[\s\r\n]/.test(settings.hostname)) errors.push("SINK_HOSTNAME: must not contain whitespace");
   if ((settings.tlsCert === undefined) !== (settings.tlsKey === undefined)) {
     errors.push("SINK_TLS_CERT and SINK_TLS_KEY: set both (PEM files) to offer STARTTLS, or neither");
   }
   if (errors.length > 0) throw new SettingsError(errors);
   return settings;
+}
+
+/**
+ * SINK_SITE_PORTS, e.g. "google=2526,yahoo=2527": site names are labels, ports distinct from each other and from
+ * SINK_SMTP_PORT and SINK_HTTP_PORT. Port 0 (an ephemeral port, for tests) may repeat.
+ */
+function parseSitePorts(raw: string, settings: Settings, errors: string[]): SitePort[] {
+  const out: SitePort[] = [];
+  const err = (msg: string) => errors.push(`SINK_SITE_PORTS=${JSON.stringify(raw)}: ${msg}`);
+  const fixed = new Map([
+    [settings.smtpPort, "SINK_SMTP_PORT"],
+    [settings.httpPort, "SINK_HTTP_PORT"],
+  ]);
+  for (const item of raw.split(",")) {
+    const entry = item.trim();
+    if (entry === "") continue;
+    const m = entry.match(/^([^=\s]+)\s*=\s*(\d+)$/);
+    if (!m) {
+      err(`${JSON.stringify(entry)} is not site=port (e.g. google=2526,yahoo=2527,outlook=2528)`);
+      continue;
+    }
+    const site = m[1] as string;
+    const port = Number(m[2]);
+    if (!SITE_NAME.test(site)) {
+      err(`site ${JSON.stringify(site)} must be a lower-case label (a-z, 0-9, inner '-')`);
+    } else if (site === DEFAULT_SITE) {
+      err(`site "${DEFAULT_SITE}" is the site of SINK_SMTP_PORT; choose another name`);
+    } else if (out.some((s) => s.site === site)) err(`site ${site} is listed twice`);
+    if (port > 65535) err(`port ${port} of ${site} must be from 1 to 65535`);
+    else if (port !== 0) {
+      const clash = fixed.get(port) ?? out.find((s) => s.port === port)?.site;
+      if (clash !== undefined) err(`port ${port} of ${site} is already used by ${clash}`);
+    }
+    out.push({ site, port });
+  }
+  return out;
 }

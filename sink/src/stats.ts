@@ -8,6 +8,11 @@ export interface DomainCounts {
   bounced: number;
 }
 
+/** Recipients by outcome, like DomainCounts, and the connections made to the site's port. */
+export interface SiteCounts extends DomainCounts {
+  connections: number;
+}
+
 export class Stats {
   readonly startedAt = new Date();
   connectionsActive = 0;
@@ -26,6 +31,7 @@ export class Stats {
   private readonly faults = new Map<string, number>();
   private readonly domains = new Map<string, DomainCounts>();
   private readonly other: DomainCounts = { accepted: 0, deferred: 0, bounced: 0 };
+  private readonly sites = new Map<string, SiteCounts>();
 
   constructor(private readonly maxDomains: number) {}
 
@@ -47,6 +53,16 @@ export class Stats {
       this.domains.set(domain, d);
     }
     return d;
+  }
+
+  /** Counters for a provider site; the listeners ask for theirs at start, so every site shows up from zero. */
+  site(name: string): SiteCounts {
+    let s = this.sites.get(name);
+    if (s === undefined) {
+      s = { connections: 0, accepted: 0, deferred: 0, bounced: 0 };
+      this.sites.set(name, s);
+    }
+    return s;
   }
 
   private domainEntries(): [string, DomainCounts][] {
@@ -80,6 +96,7 @@ export class Stats {
       replies: Object.fromEntries(this.replyEntries().map(([stage, code, n]) => [`${stage}:${code}`, n])),
       faults: Object.fromEntries(this.faults),
       domains: Object.fromEntries(this.domainEntries().map(([name, d]) => [name, { ...d }])),
+      sites: Object.fromEntries([...this.sites].map(([name, s]) => [name, { ...s }])),
     };
   }
 
@@ -135,6 +152,24 @@ export class Stats {
       "counter",
       'Recipients by domain and outcome; domains past the cardinality limit are counted as "_other".',
       domainSamples,
+    );
+    const sites = [...this.sites];
+    metric(
+      "sink_site_connections_total",
+      "counter",
+      "SMTP connections accepted, by the provider site of the port they were made to.",
+      sites.map(([name, s]) => [`{site="${label(name)}"}`, s.connections]),
+    );
+    metric(
+      "sink_site_recipients_total",
+      "counter",
+      "Recipients by the provider site of the connection's port, and outcome.",
+      sites.flatMap(([name, s]) =>
+        (["accepted", "deferred", "bounced"] as const).map((o): [string, number] => [
+          `{site="${label(name)}",outcome="${o}"}`,
+          s[o],
+        ]),
+      ),
     );
     return `${lines.join("\n")}\n`;
   }

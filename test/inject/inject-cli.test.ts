@@ -1,7 +1,9 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { FakeKumod, type FakeKumodOptions } from "./fake-kumod.ts";
 import { inject, ROOT, summaryOf } from "./run-inject.ts";
 
@@ -15,7 +17,24 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });
 
+/** Other servers on loopback (not kumod), closed with their connections after each test like the fake kumods. */
+const others: { server: net.Server; sockets: Set<net.Socket> }[] = [];
+async function listen(server: net.Server): Promise<string> {
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (s: net.Socket) => sockets.add(s));
+  others.push({ server, sockets });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+afterEach(async () => {
+  for (const { server, sockets } of others.splice(0)) {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  }
+});
+
 const tmp = mkdtempSync(join(tmpdir(), "inject-test-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 function payloadFile(name: string, content: string): string {
   const p = join(tmp, name);
   writeFileSync(p, content);
@@ -159,7 +178,8 @@ describe("kumod's answers", () => {
     const s = summaryOf(r.stdout);
     expect(s.interrupted).toBe(true);
     expect(s.requests).toMatchObject({ sent: 1, ok: 0, failed: 1 });
-    expect(s.error).toBeNull();
+    expect(s.error?.message).toMatch(/^interrupted \(Ctrl-C\)/);
+    expect(r.stderr).not.toContain("503 on");
   });
 
   it("explains a 401 and points at npm run seed", async () => {
@@ -231,6 +251,36 @@ describe("kumod's answers", () => {
     expect(s.requests).toMatchObject({ sent: 3, ok: 2, failed: 1 });
     expect(s.recipients).toEqual({ sent: 30, accepted: 20, failed: 10 });
     expect(s.errors[0]?.text).toBe("HTTP 500: Error: scripted 500");
+    expect(s.error?.message).toBe("1 of 3 requests failed: kumod answered HTTP 500: Error: scripted 500");
+    expect(r.stderr).toMatch(/^error: 1 of 3 requests failed: kumod answered HTTP 500/m);
+    expect(r.stderr).toMatch(/^hint: See kumod's logs/m);
+  });
+
+  it("stops at a 404 from something that is not kumod (wrong port) and says so", async () => {
+    const url = await listen(
+      http.createServer((_, res) => {
+        res.writeHead(404, { "content-type": "text/plain" });
+        res.end("Not Found");
+      }),
+    );
+    const r = await inject(["--count", "1000", "--batch", "10", "--concurrency", "2"], { KUMO_HTTP_URL: url });
+    expect(r.exitCode).toBe(10);
+    expect(r.stderr).toContain(`error: ${url} answered HTTP 404 to POST /api/inject/v1 (Not Found): it is not kumod's`);
+    expect(r.stderr).toMatch(/^hint: Wrong port\? .*http:\/\/localhost:8000/m);
+    // Nothing was accepted: the summary says so instead of a send rate.
+    expect(r.stdout).toMatch(/nothing accepted: \d+ recipients in [12] requests? failed/);
+    expect(r.stdout).not.toContain("recipients/s");
+  });
+
+  it("gives up on a kumod that accepts the connection and never answers, after --timeout", async () => {
+    const url = await listen(net.createServer(() => {}));
+    const started = Date.now();
+    const r = await inject(["--count", "1", "--timeout", "1s", "--json"], { KUMO_HTTP_URL: url });
+    expect(r.exitCode).toBe(4);
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(r.stderr).toContain(`error: kumod at ${url} did not answer a request within 1 s (--timeout)`);
+    expect(r.stderr).toMatch(/^hint: Something holds that port but sends no HTTP answer/m);
+    expect(summaryOf(r.stdout)).toMatchObject({ exit_code: 4, recipients: { sent: 1, accepted: 0, failed: 1 } });
   });
 
   it("says how to fix a refused connection", async () => {
@@ -277,10 +327,36 @@ describe("bad input", () => {
     [["--domains", "a.example"], "add --count N"],
     [["--bogus"], "Unknown option"],
     [["--duration", "soon", "--count", "1"], "--duration must be a duration"],
+    [["--timeout", "never"], "--timeout must be a duration"],
+    [["--sink-url", "not a url", "--verify"], '--sink-url "not a url" is not a URL'],
+    [["--url", "https://localhost:8000"], '--url "https://localhost:8000" does not start with http://'],
   ])("rejects %j with exit code 2", async (args, text) => {
     const r = await inject(args);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toContain(text);
+  });
+
+  it("treats a sink URL from the environment that is not a URL as a usage error too (exit 2)", async () => {
+    const k = await kumod();
+    const r = await inject(["--verify", "--json"], { KUMO_HTTP_URL: k.url, SINK_HTTP_URL: "not a url" });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('error: sink URL "not a url" is not a URL');
+    expect(r.stderr).toContain("hint: Set --sink-url (or SINK_HTTP_URL");
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      exit_code: 2,
+      error: { hint: expect.stringContaining("--sink-url") },
+    });
+    expect(k.requests).toHaveLength(0);
+  });
+
+  it.each(["6000", "10080"])("explains a sink port fetch refuses (%s) and sends nothing (exit 2)", async (port) => {
+    const k = await kumod();
+    const r = await inject(["--verify", "--sink-url", `http://127.0.0.1:${port}`], { KUMO_HTTP_URL: k.url });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`error: fetch refuses to connect to port ${port} of http://127.0.0.1:${port}`);
+    expect(r.stderr).toMatch(/^hint: Serve the sink's HTTP API on another local port/m);
+    expect(r.stderr).not.toContain("TypeError");
+    expect(k.requests).toHaveLength(0);
   });
 
   it("--help documents options, defaults, examples and exit codes", async () => {
@@ -291,6 +367,7 @@ describe("bad input", () => {
       "--batch",
       "--rate",
       "--verify-timeout",
+      "--timeout T             give up on a request kumod has not answered after T [default 30s]",
       "KUMO_HTTP_URL",
       "Examples:",
       "Exit codes:",
@@ -352,5 +429,6 @@ describe("output", () => {
     expect(s.recipients.sent).toBe(k.recipientsAccepted);
     expect(s.recipients.accepted).toBe(k.recipientsAccepted);
     expect(s.recipients.sent).toBeLessThan(100000);
+    expect(r.stderr).toMatch(/^error: interrupted \(Ctrl-C\) after sending \d+ recipients/m);
   });
 });

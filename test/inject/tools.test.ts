@@ -1,9 +1,9 @@
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ROOT } from "./run-inject.ts";
+import { closedUrl, ROOT } from "./run-inject.ts";
 import { type RunningSink, startSink } from "./sink-process.ts";
 
 /**
@@ -11,6 +11,7 @@ import { type RunningSink, startSink } from "./sink-process.ts";
  * KUBECONFIG whose API server is a closed localhost port (context named like a kind cluster).
  */
 const tmp = mkdtempSync(join(tmpdir(), "tools-test-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** Writes a kubeconfig whose one context points at a closed localhost port; returns its path. */
 function writeKubeconfig(file: string, cluster: string, context: string): string {
@@ -35,6 +36,7 @@ users:
 }
 
 const kubeconfig = writeKubeconfig("kubeconfig", "kind-closed", "kind-closed");
+const noSink = await closedUrl();
 
 function tool(script: string, args: string[], env: Record<string, string> = {}) {
   return execa("node", ["--import", "tsx", resolve(ROOT, `scripts/${script}.ts`), ...args], {
@@ -46,7 +48,7 @@ function tool(script: string, args: string[], env: Record<string, string> = {}) 
       KUMO_HTTP_URL: "http://127.0.0.1:9",
       KUMO_HTTP_USER: "",
       KUMO_HTTP_PASSWORD: "",
-      SINK_HTTP_URL: "http://127.0.0.1:9",
+      SINK_HTTP_URL: noSink,
       TSA_HTTP_URL: "http://127.0.0.1:9",
       ...env,
     },
@@ -112,7 +114,62 @@ describe("without a cluster", () => {
   it("scenario says the sink is unreachable (exit 11)", async () => {
     const r = await tool("scenario", []);
     expect(r.exitCode).toBe(11);
-    expect(r.stderr).toContain("cannot reach the sink at http://127.0.0.1:9");
+    expect(r.stderr).toContain(`cannot reach the sink at ${noSink} (ECONNREFUSED)`);
+  });
+
+  it("status --json without a cluster prints exit_code and error on stdout", async () => {
+    const r = await tool("status", ["--json"]);
+    expect(r.exitCode).toBe(14);
+    const out = JSON.parse(r.stdout) as { exit_code: number; error: { message: string; hint: string } };
+    expect(out.exit_code).toBe(14);
+    expect(out.error.message).toContain("127.0.0.1:9 was refused");
+    expect(out.error.hint).toContain("Start your local cluster");
+  });
+
+  it.each([
+    ["status", ["--json", "--bogus"], 2],
+    ["doctor", ["--json", "--bogus"], 2],
+    ["scenario", ["--json"], 11],
+    ["scenario", ["--json", "--sink-url", "not a url"], 2],
+    ["seed", ["--json", "--rotat"], 2],
+    ["inject", ["--json", "--count", "0"], 2],
+  ])("%s %j fails with one JSON object on stdout: exit_code and error", async (script, args, code) => {
+    const r = await tool(script, args);
+    expect(r.exitCode).toBe(code);
+    expect(r.stdout.trim().split("\n")).toHaveLength(1);
+    const out = JSON.parse(r.stdout) as { exit_code: number; error: { message: string; hint: string } };
+    expect(out.exit_code).toBe(code);
+    expect(r.stderr).toContain(`error: ${out.error.message}`);
+    expect(r.stderr).toContain(`hint: ${out.error.hint}`);
+  });
+
+  it("doctor's failed checks come with exit_code and error in its JSON, and as error lines", async () => {
+    const r = await tool("doctor", ["--json"]);
+    expect(r.exitCode).toBe(16);
+    const out = JSON.parse(r.stdout) as { exit_code: number; error: { message: string } };
+    expect(out).toMatchObject({
+      exit_code: 16,
+      error: { message: expect.stringMatching(/checks failed \(.*cluster reachable/) },
+    });
+    expect(r.stderr).toMatch(/^error: \d+ of \d+ checks failed/m);
+  });
+
+  it.each([
+    [["--sink-url", "not a url"], 'sink URL "not a url" is not a URL', "Set --sink-url (or SINK_HTTP_URL"],
+    [["--sink-url", "http://127.0.0.1:6000"], "fetch refuses to connect to port 6000", "another local port"],
+  ])("scenario %j is a usage error (exit 2) that says what to change", async (args, message, hint) => {
+    const r = await tool("scenario", args);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`error: ${message}`);
+    expect(r.stderr).toMatch(new RegExp(`^hint: .*${hint.replace(/[()]/g, "\\$&")}`, "m"));
+    expect(r.stderr).not.toContain("TypeError");
+  });
+
+  it("status treats a SINK_HTTP_URL that is not a URL as a usage error (exit 2) before asking the cluster", async () => {
+    const r = await tool("status", [], { SINK_HTTP_URL: "localhost:8025" });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('error: sink URL "localhost:8025" does not start with http://');
+    expect(r.stderr).toContain("hint: Set SINK_HTTP_URL (e.g. in .env) like http://localhost:8025.");
   });
 
   it.each(["status", "doctor", "reset", "scenario"])("%s --help lists its exit codes", async (script) => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { GeneratedBodyWriter, incrementDecimal, writeDecimal } from "../../scripts/lib/body-writer.ts";
+import { wantsJson } from "../../scripts/lib/cli.ts";
 import { allPassed, formatChecks, versionAtLeast } from "../../scripts/lib/doctor-checks.ts";
 import { resolveToolEnv } from "../../scripts/lib/env.ts";
 import { EXIT } from "../../scripts/lib/exit-codes.ts";
@@ -201,6 +202,9 @@ describe("error classification", () => {
     expect(classifyStatus(422)).toMatchObject({ kind: "fatal", exitCode: EXIT.unprocessable });
     expect(classifyStatus(413)).toMatchObject({ kind: "fatal", exitCode: EXIT.tooLarge });
     expect(classifyStatus(400)).toMatchObject({ kind: "fatal", exitCode: EXIT.httpError });
+    // Not kumod's inject API at all: every later request would get the same.
+    expect(classifyStatus(404)).toMatchObject({ kind: "fatal", exitCode: EXIT.httpError });
+    expect(classifyStatus(405)).toMatchObject({ kind: "fatal", exitCode: EXIT.httpError });
     expect(classifyStatus(500)).toMatchObject({ kind: "failed", exitCode: EXIT.httpError });
   });
   it("fails fast on a refused connection before kumod ever answered, retries after", () => {
@@ -228,6 +232,14 @@ describe("error classification", () => {
   it("suggests a batch under 2 MiB", () => {
     expect(suggestBatch(50_000, 4 * 1024 * 1024)).toBe(22_500);
     expect(suggestBatch(100, 4000)).toBe(50);
+  });
+});
+
+describe("--json on the command line", () => {
+  it("is an option only before a -- terminator", () => {
+    expect(wantsJson(["--count", "1", "--json"])).toBe(true);
+    expect(wantsJson(["--count", "1"])).toBe(false);
+    expect(wantsJson(["--payload", "x.json", "--", "--json"])).toBe(false);
   });
 });
 

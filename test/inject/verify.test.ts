@@ -1,16 +1,17 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeKumod } from "./fake-kumod.ts";
-import { inject, ROOT, summaryOf } from "./run-inject.ts";
+import { closedUrl, inject, ROOT, summaryOf } from "./run-inject.ts";
 import { type RunningSink, startSink } from "./sink-process.ts";
 
 /**
  * --verify end to end with the project's REAL sink: a stand-in kumod accepts the injection and then delivers every
  * accepted recipient over SMTP (nodemailer) to the sink, retrying 4xx answers the way kumod retries deferrals.
- * The sink runs the "directives" scenario: local parts with "permfail" bounce, with "tempfail" are deferred.
+ * The sink runs its default scenario, as `npm run sink` and `tilt up` do: like KumoMTA's smart sink it honours
+ * address directives, so local parts with "permfail" bounce and with "tempfail" (`--local-part tempfail`) defer.
  */
 let sink: RunningSink;
 let stopped = false;
@@ -33,7 +34,7 @@ async function deliver(email: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  sink = await startSink("directives");
+  sink = await startSink();
   transport = nodemailer.createTransport({
     host: "127.0.0.1",
     port: sink.smtpPort,
@@ -50,6 +51,7 @@ afterAll(async () => {
 });
 
 const tmp = mkdtempSync(join(tmpdir(), "verify-test-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const sample = JSON.parse(readFileSync(join(ROOT, "sample_http_inject_payload.json"), "utf8")) as Record<
   string,
   unknown
@@ -111,9 +113,10 @@ describe("--verify against the real sink", () => {
   it("refuses to start when the sink is unreachable, and sends nothing", async () => {
     const k = await new FakeKumod().start();
     try {
-      const r = await inject(["--verify"], { KUMO_HTTP_URL: k.url, SINK_HTTP_URL: "http://127.0.0.1:9" });
+      const noSink = await closedUrl();
+      const r = await inject(["--verify"], { KUMO_HTTP_URL: k.url, SINK_HTTP_URL: noSink });
       expect(r.exitCode).toBe(11);
-      expect(r.stderr).toContain("cannot reach the sink at http://127.0.0.1:9");
+      expect(r.stderr).toContain(`cannot reach the sink at ${noSink} (ECONNREFUSED)`);
       expect(r.stderr).toContain("Nothing was sent");
       expect(k.requests).toHaveLength(0);
     } finally {

@@ -23,6 +23,7 @@ import { FieldChecker } from "./schema-fields.ts";
 
 const KUMO_IMAGE = "ghcr.io/kumocorp/kumomta:2026.06.23-f3af1cd0";
 const TILT_BUILT_IMAGE = "kumomta-tilt-sink";
+const TILT_BUILT_IMAGES = [TILT_BUILT_IMAGE, "kumomta-tilt-console"];
 const MODELS: Record<string, new (data: K8sObject) => { validate(): void }> = {
   Namespace,
   ConfigMap,
@@ -65,21 +66,29 @@ describe("the local overlay renders valid Kubernetes objects", () => {
       [
         "ConfigMap/kumo-network",
         "ConfigMap/kumo-policy",
+        "ConfigMap/mx-dns",
         "ConfigMap/sink-config",
+        "Deployment/console",
         "Deployment/dragonfly",
+        "Deployment/mx-dns",
         "Deployment/sink",
         "Namespace/kumomta",
+        "NetworkPolicy/console-egress",
         "NetworkPolicy/default-deny-egress-except-dns",
         "NetworkPolicy/default-deny-ingress",
         "NetworkPolicy/dragonfly-from-kumod",
         "NetworkPolicy/kumod-egress",
+        "NetworkPolicy/kumod-from-console",
+        "NetworkPolicy/mx-dns-from-kumomta",
         "NetworkPolicy/sink-smtp-from-kumod-http-from-any",
+        "NetworkPolicy/tsa-from-console",
         "NetworkPolicy/tsa-from-kumod",
         "Secret/dragonfly-auth",
         "Secret/kumo-http-auth",
         "Service/dragonfly",
         "Service/kumod",
         "Service/kumod-headless",
+        "Service/mx-dns",
         "Service/sink",
         "Service/tsa",
         "Service/tsa-headless",
@@ -219,10 +228,10 @@ describe("objects refer to each other correctly", () => {
 });
 
 describe("workloads follow the project's contracts and hardening", () => {
-  it("pins every image to an explicit tag (the Tilt-built sink excepted)", () => {
+  it("pins every image to an explicit tag (the Tilt-built sink and console excepted)", () => {
     for (const w of workloads(objects))
       for (const c of containers(w)) {
-        if (c.image === TILT_BUILT_IMAGE) continue;
+        if (TILT_BUILT_IMAGES.includes(c.image)) continue;
         expect(c.image, c.name).toMatch(/^[^@]+:(?!latest$)[\w][\w.-]*$|@sha256:[0-9a-f]{64}$/);
       }
     expect(container(find(objects, "StatefulSet", "kumod"), "kumod").image).toBe(KUMO_IMAGE);
@@ -351,6 +360,36 @@ describe("workloads follow the project's contracts and hardening", () => {
   });
 });
 
+/** sink-config's site-ports: the sink's SMTP port for each provider site, as kumod and the sink read it. */
+function sitePortsOf(objects: K8sObject[]): Record<string, number> {
+  const raw: string = findGenerated(objects, "ConfigMap", "sink-config").data["site-ports"];
+  return Object.fromEntries(raw.split(",").map((e) => [e.split("=")[0], Number(e.split("=")[1])]));
+}
+
+describe("the sink's provider-site ports", () => {
+  it("are read by kumod and the sink from one ConfigMap key", () => {
+    for (const [kind, name, c] of [
+      ["StatefulSet", "kumod", "kumod"],
+      ["Deployment", "sink", "sink"],
+    ] as const) {
+      const env = container(find(objects, kind, name), c).env.find((e: K8sObject) => e.name === "SINK_SITE_PORTS");
+      expect(env.valueFrom.configMapKeyRef, name).toEqual({ name: "sink-config", key: "site-ports" });
+    }
+    expect(Object.keys(sitePortsOf(objects)).sort()).toEqual(["google", "outlook", "yahoo"]);
+  });
+
+  it("are ports of the sink container and of its Service", () => {
+    const containerPorts = container(find(objects, "Deployment", "sink"), "sink").ports.map(
+      (p: K8sObject) => p.containerPort,
+    );
+    const service = find(objects, "Service", "sink").spec.ports;
+    for (const [site, port] of Object.entries(sitePortsOf(objects))) {
+      expect(containerPorts, site).toContain(port);
+      expect(service.find((p: K8sObject) => p.port === port)?.targetPort, site).toBe(`smtp-${site}`);
+    }
+  });
+});
+
 describe("NetworkPolicies", () => {
   const pod = (name: string): Peer => ({ labels: podLabels(find(objects, ...workloadKey(name))) });
   const workloadKey = (name: string): [string, string] => [
@@ -371,7 +410,13 @@ describe("NetworkPolicies", () => {
   // egress to it, since none of them needs it.
   it("let only kumod reach TSA, Dragonfly and the sink's SMTP port", () => {
     const names = ["kumod", "tsa", "dragonfly", "sink"];
-    const expected = new Set(["kumod->tsa:8008", "kumod->dragonfly:6379", "kumod->sink:2525"]);
+    const sitePorts = Object.values(sitePortsOf(objects));
+    const expected = new Set([
+      "kumod->tsa:8008",
+      "kumod->dragonfly:6379",
+      "kumod->sink:2525",
+      ...sitePorts.map((p) => `kumod->sink:${p}`),
+    ]);
     for (const to of names)
       for (const port of containers(find(objects, ...workloadKey(to))).flatMap((c) => c.ports ?? [])) {
         for (const from of names) {
@@ -381,6 +426,18 @@ describe("NetworkPolicies", () => {
         const fromOutside = connectionAllowed(policies(), outside, pod(to), port.containerPort);
         expect(fromOutside, `outside->${to}:${port.containerPort}`).toBe(to === "sink" && port.containerPort === 8025);
       }
+  });
+
+  it("let only kumod and tsa-daemon ask mx-dns", () => {
+    for (const protocol of ["UDP", "TCP"]) {
+      for (const from of ["kumod", "tsa"])
+        expect(connectionAllowed(policies(), pod(from), pod("mx-dns"), 53, protocol), `${from} ${protocol}`).toBe(true);
+      for (const from of ["sink", "dragonfly"])
+        expect(connectionAllowed(policies(), pod(from), pod("mx-dns"), 53, protocol), `${from} ${protocol}`).toBe(
+          false,
+        );
+      expect(connectionAllowed(policies(), outside, pod("mx-dns"), 53, protocol)).toBe(false);
+    }
   });
 
   it("keep kumod's mail inside the cluster: no egress beyond DNS, TSA, Dragonfly and the sink", () => {

@@ -1,6 +1,6 @@
 /**
  * A small NetworkPolicy evaluator for pods of one namespace (the rules kumomta-tilt uses: podSelector peers,
- * peerless rules and port lists). Kubernetes semantics: a pod selected by no policy of a direction is open in that
+ * peerless rules, port lists and ranges). Kubernetes semantics: a pod selected by no policy of a direction is open in that
  * direction; once selected, a connection needs one rule that matches both peer and port.
  */
 import type { K8sObject } from "./render.ts";
@@ -18,7 +18,11 @@ const matches = (selector: K8sObject | undefined, labels: Record<string, string>
 
 const portAllowed = (ports: K8sObject[] | undefined, port: number, protocol: string): boolean =>
   ports === undefined ||
-  ports.some((p) => (p.protocol ?? "TCP") === protocol && (p.port === undefined || p.port === port));
+  ports.some(
+    (p) =>
+      (p.protocol ?? "TCP") === protocol &&
+      (p.port === undefined || p.port === port || (p.endPort !== undefined && port > p.port && port <= p.endPort)),
+  );
 
 const peerAllowed = (peers: K8sObject[] | undefined, peer: Peer): boolean => {
   if (peers === undefined || peers.length === 0) return true;

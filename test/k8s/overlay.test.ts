@@ -1,4 +1,5 @@
-import { beforeAll, describe, expect, it } from "vitest";
+import { rm } from "node:fs/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   container,
   editOverlay,
@@ -45,9 +46,10 @@ function publishUrls(objects: K8sObject[], namespace: string): string[] {
 
 describe("changing the overlay's namespace or replica counts in one place", () => {
   const rendered = new Map<(typeof CASES)[number], K8sObject[]>();
+  let root: string;
 
   beforeAll(async () => {
-    const root = await scratchRepo();
+    root = await scratchRepo();
     const seeded = await runSeed(root, ["--quiet"]);
     expect(seeded.exitCode, seeded.stderr).toBe(0);
     for (const c of CASES) {
@@ -59,6 +61,9 @@ describe("changing the overlay's namespace or replica counts in one place", () =
       });
       rendered.set(c, await render(root));
     }
+  });
+  afterAll(async () => {
+    if (root) await rm(root, { recursive: true, force: true });
   });
 
   it.each(CASES)("tsa $tsa, kumod $kumod, namespace $namespace, prefix $namePrefix", (c) => {

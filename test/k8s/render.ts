@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { parseAllDocuments, parse as parseYaml, stringify } from "yaml";
+import { HOW_TO_GET, requireTool } from "../require-tool.ts";
 
 export const repoRoot = path.resolve(import.meta.dirname, "../..");
 export const LOCAL_OVERLAY = "k8s/overlays/local";
@@ -20,6 +21,7 @@ export async function runSeed(root: string, args: string[] = []) {
 
 /** `kubectl kustomize` of one overlay directory, parsed. */
 export async function render(root: string, overlay: string = LOCAL_OVERLAY): Promise<K8sObject[]> {
+  requireTool("kubectl", HOW_TO_GET.kubectl);
   const out = await execa("kubectl", ["kustomize", path.join(root, overlay)], { reject: false });
   if (out.exitCode !== 0) throw new Error(`kubectl kustomize ${overlay} failed:\n${out.stderr}`);
   return parseAllDocuments(out.stdout).map((d) => d.toJS() as K8sObject);

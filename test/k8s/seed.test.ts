@@ -1,9 +1,10 @@
-import { mkdir, mkdtemp, readFile, stat, utimes, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parse as parseEnv } from "dotenv";
-import { beforeAll, describe, expect, it } from "vitest";
+import { execa } from "execa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   ENV_DEFAULTS,
   generateSecret,
@@ -13,7 +14,22 @@ import {
   SECRET_FILES,
 } from "../../scripts/lib/credentials.ts";
 import { LockBusyError, withDirLock } from "../../scripts/lib/dir-lock.ts";
-import { findGenerated, type K8sObject, LOCAL_OVERLAY, render, runSeed, scratchRepo } from "./render.ts";
+import { findGenerated, type K8sObject, LOCAL_OVERLAY, render, repoRoot, runSeed, scratchRepo } from "./render.ts";
+
+/** Everything these tests create under the system temp directory, removed at the end however they went. */
+const created: string[] = [];
+const scratch = async () => {
+  const root = await scratchRepo();
+  created.push(root);
+  return root;
+};
+afterAll(async () => {
+  for (const dir of created.splice(0)) {
+    // A test may have taken the write bits away (see seedCannotWrite); rm needs them back.
+    await execa("chmod", ["-R", "u+rwx", dir], { reject: false });
+    await rm(dir, { recursive: true, force: true });
+  }
+});
 
 const secretsDir = (root: string) => path.join(root, LOCAL_OVERLAY, "secrets");
 /** Every credential value any test has seen, to prove none was ever printed. */
@@ -88,7 +104,11 @@ describe("credentials (pure logic)", () => {
 });
 
 describe("the seed lock (concurrent runs on one clone)", () => {
-  const lockIn = async () => path.join(await mkdtemp(path.join(tmpdir(), "seed-lock-")), "secrets", ".seed.lock");
+  const lockIn = async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "seed-lock-"));
+    created.push(dir);
+    return path.join(dir, "secrets", ".seed.lock");
+  };
   const options = { staleMs: 30_000, waitMs: 5_000, pollMs: 10 };
 
   it("lets one holder work at a time and releases the lock however the work ends", async () => {
@@ -135,7 +155,7 @@ describe("npm run seed (the real script, in a scratch copy of the repository)", 
   };
 
   beforeAll(async () => {
-    root = await scratchRepo();
+    root = await scratch();
   });
 
   it("creates .env and the secrets files with mode 0600, consistent with each other", async () => {
@@ -203,12 +223,45 @@ describe("npm run seed (the real script, in a scratch copy of the repository)", 
   });
 
   it("gives concurrent first runs (Tilt and a test run on a fresh clone) one consistent set of credentials", async () => {
-    const fresh = await scratchRepo();
+    const fresh = await scratch();
     const runs = await Promise.all([1, 2, 3, 4].map(() => runSeed(fresh, ["--json"])));
     for (const r of runs) expect(r.exitCode, r.stderr).toBe(0);
     const generated = runs.map((r) => JSON.parse(r.stdout).generated.length);
     expect(generated.sort()).toEqual([0, 0, 0, 2]);
     expect((await readEnv(fresh)).KUMO_HTTP_PASSWORD).toBe((await readSecrets(fresh))["kumo-http-password"]);
+  });
+
+  it("says another seed run holds the lock (exit 21), waits for it, and changes nothing", async () => {
+    const fresh = await scratch();
+    await mkdir(path.join(secretsDir(fresh), ".seed.lock"), { recursive: true });
+    const run = await runSeed(fresh, ["--json"]);
+    expect(run.exitCode).toBe(21);
+    expect(run.stderr).toMatch(/^error: another seed run has held k8s\/overlays\/local\/secrets\/\.seed\.lock/m);
+    expect(run.stderr).toMatch(/^hint: Another `npm run seed` is still running/m);
+    expect(run.stderr).not.toContain("chown");
+    expect(JSON.parse(run.stdout)).toMatchObject({
+      exit_code: 21,
+      error: { message: expect.stringContaining("lock") },
+    });
+    expect(await readdir(secretsDir(fresh))).toEqual([".seed.lock"]);
+    await expect(stat(path.join(fresh, ".env"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it.each([
+    ["the secrets directory", `${LOCAL_OVERLAY}/secrets`, "cannot write in k8s/overlays/local/secrets/"],
+    ["the repository root (.env)", ".", "cannot write .env"],
+  ])("says why it cannot write %s (exit 20), with the ownership fix, and changes nothing", async (_, locked, text) => {
+    const fresh = await scratch();
+    await mkdir(secretsDir(fresh), { recursive: true });
+    const run = await seedCannotWrite(fresh, path.join(fresh, locked), ["--json"]);
+    expect(run.exitCode, run.stderr).toBe(20);
+    expect(run.stderr).toContain(`error: ${text}: permission denied (EACCES); no credential was changed`);
+    expect(run.stderr).toMatch(/^hint: Check that you own \.env and k8s\/overlays\/local\/secrets\/.*chown/m);
+    expect(run.stderr).not.toMatch(/internal error|\n\s+at /);
+    expect(JSON.parse(run.stdout)).toMatchObject({ exit_code: 20, error: { message: expect.stringContaining(text) } });
+    // No credential file, temporary file or lock left: a later run starts clean.
+    expect(await readdir(secretsDir(fresh))).toEqual([]);
+    await expect(stat(path.join(fresh, ".env"))).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   it("never printed a credential, old or new", () => {
@@ -218,3 +271,26 @@ describe("npm run seed (the real script, in a scratch copy of the repository)", 
     for (const value of seen) expect(all).not.toContain(value);
   });
 });
+
+/**
+ * Runs seed in `root` with `locked` not writable for it. Root writes anywhere, so when the tests run as root seed
+ * runs as nobody with `locked` left root's and everything else handed over; otherwise `locked` loses its write bits.
+ */
+async function seedCannotWrite(root: string, locked: string, args: string[]) {
+  const asRoot = process.getuid?.() === 0;
+  const nobody = 65534;
+  const childTmp = await mkdtemp(path.join(tmpdir(), "seed-nobody-"));
+  created.push(childTmp);
+  if (asRoot) {
+    await chmod(root, 0o755);
+    for (const dir of [childTmp, root, path.join(root, LOCAL_OVERLAY), secretsDir(root)]) {
+      if (dir !== locked) await chown(dir, nobody, nobody);
+    }
+  } else await chmod(locked, 0o555);
+  return execa(path.join(repoRoot, "node_modules/.bin/tsx"), [path.join(root, "scripts/seed.ts"), ...args], {
+    cwd: root,
+    reject: false,
+    env: { TMPDIR: childTmp },
+    ...(asRoot ? { uid: nobody, gid: nobody } : {}),
+  });
+}

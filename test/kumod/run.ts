@@ -13,6 +13,8 @@ const TOOLS: [string, string][] = [
   ["ip", "Debian package iproute2"],
   ["unshare", "Debian package util-linux"],
   ["nsenter", "Debian package util-linux"],
+  ["ss", "Debian package iproute2"],
+  ["sysctl", "Debian package procps"],
   ["redis-server", "Debian package redis-server"],
   ["redis-cli", "Debian package redis-tools"],
   ["kubectl", "https://kubernetes.io/docs/tasks/tools/"],
@@ -45,6 +47,7 @@ async function main(): Promise<number> {
 }
 
 const bundleEnv = (b: ReturnType<typeof bundleFromEnv>) => ({
+  COREDNS_BIN: b.coredns,
   KUMOD_BIN: b.kumod,
   TSA_DAEMON_BIN: b.tsaDaemon,
   PROXY_SERVER_BIN: b.proxyServer,

@@ -63,63 +63,97 @@ function perSecond(rate: string): number {
   return Number(match[1]) / { s: 1, sec: 1, min: 60, h: 3600 }[match[2] as "s" | "sec" | "min" | "h"];
 }
 
-describe("kumod policy routes every message to the sink", () => {
+/** The MX host mx-dns (k8s/base/mx-dns/Corefile) gives each domain, which kumod takes as the site name. */
+const MX_HOST: Record<string, string> = {
+  "gmail.com": "gmail-smtp-in.l.google.com",
+  "googlemail.com": "gmail-smtp-in.l.google.com",
+  "yahoo.com": "mta5.am0.yahoodns.net",
+  "outlook.com": "outlook-com.olc.protection.outlook.com",
+  "hotmail.com": "hotmail-com.olc.protection.outlook.com",
+};
+const isLiteral = (domain: string) => domain.startsWith("[");
+/** SINK_SITE_PORTS of the harness environment, by the last labels of the provider's MX hosts. */
+const SITE_PORT: Record<string, number> = { google: 2526, yahoodns: 2527, outlook: 2528 };
+
+describe("kumod policy routes every message by MX, through mx-dns, to the sink", () => {
   let authDir: string;
-  const outputs: Record<"dns" | "noDns", HarnessOutput | undefined> = { dns: undefined, noDns: undefined };
+  let out: HarnessOutput;
 
   beforeAll(async () => {
     authDir = await credentialsDir(USER, PASSWORD);
-    const steps = ["init", ...messageSteps(RECIPIENTS)];
-    outputs.dns = await runPolicy("init.lua", kumodEnv(authDir), steps);
-    outputs.noDns = await runPolicy("init.lua", kumodEnv(authDir), steps, { HARNESS_DNS: "none" });
+    out = await runPolicy("init.lua", kumodEnv(authDir), ["init", ...messageSteps(RECIPIENTS)]);
   });
   afterAll(() => rm(authDir, { recursive: true, force: true }));
 
-  for (const variant of ["dns", "noDns"] as const) {
-    describe(variant === "dns" ? "with internet DNS (providers match)" : "without internet DNS", () => {
-      const out = () => outputs[variant] as HarnessOutput;
+  it("loads, and points KumoMTA's resolver at mx-dns first thing in init", () => {
+    expect(out.error).toBeUndefined();
+    expect(out.exitCode).toBe(0);
+    okStep(out, 0);
+    expect(onlyCall(out, "kumo.dns.lookup_addr").args.name).toBe("mx-dns.kumomta.svc.cluster.local");
+    expect(onlyCall(out, "kumo.dns.configure_resolver").args.name_servers).toEqual(["10.96.0.53:53"]);
+    const initCalls = out.calls.map((c) => c.fn).filter((fn) => fn.startsWith("kumo."));
+    expect(initCalls.indexOf("kumo.dns.configure_resolver")).toBeLessThan(initCalls.indexOf("kumo.define_spool"));
+  });
 
-      it("loads and initialises", () => {
-        expect(out().error).toBeUndefined();
-        expect(out().exitCode).toBe(0);
-        okStep(out(), 0);
+  RECIPIENTS.forEach((recipient, i) => {
+    const domain = domainOf(recipient);
+    if (isLiteral(domain)) {
+      it(`${domain}: an IP literal goes to the sink Service, not to the address`, () => {
+        const r = okStep(out, i + 1).result;
+        expect(r.answered_by).toBe("policy");
+        expect(r.queue_config.protocol).toEqual({ smtp: { mx_list: [SINK_MX] } });
+        expect(r.ready_queue).toBe(`sink-egress->mx_list:${SINK_MX}@smtp_client`);
       });
-
-      RECIPIENTS.forEach((recipient, i) => {
-        const domain = domainOf(recipient);
-        it(`${domain}: sink mx_list, recipient domain kept as the queue domain`, () => {
-          const r = okStep(out(), i + 1).result;
-          expect(r.answered_by).toBe("policy");
-          expect(r.queue_config.protocol).toEqual({ smtp: { mx_list: [SINK_MX] } });
-          expect(r.meta.routing_domain).toBeUndefined();
-          expect(r.queue_name).toBe(`tilt@${domain}`);
-          expect(r.site_name).toBe(`mx_list:${SINK_MX}`);
-          expect(r.ready_queue).toBe(`sink-egress->mx_list:${SINK_MX}@smtp_client`);
-        });
-
-        it(`${domain}: egress path to the sink uses port 2525 (a number) with TLS Disabled`, () => {
-          const path = okStep(out(), i + 1).result.egress_path;
-          expect(path.smtp_port).toBe(2525);
-          expect(path.enable_tls).toBe("Disabled");
-          expect(path.enable_mta_sts).toBe(false);
-          expect(path.enable_dane).toBe(false);
-        });
+    } else {
+      const host = MX_HOST[domain] ?? `mx1.${domain}`;
+      it(`${domain}: routed by its MX (${host}), a site of its own, queue domain kept`, () => {
+        const r = okStep(out, i + 1).result;
+        expect(r.answered_by).toBe("policy-extras.queue");
+        expect(r.queue_config.protocol).toBeUndefined();
+        expect(r.meta.routing_domain).toBeUndefined();
+        expect(r.queue_name).toBe(`tilt@${domain}`);
+        expect(r.site_name).toBe(host);
+        expect(r.ready_queue).toBe(`sink-egress->${host}@smtp_client`);
       });
+    }
+
+    const port = SITE_PORT[MX_HOST[domain]?.replace(/^.*\.(google|yahoodns|outlook)\.[a-z]+$/, "$1") ?? ""] ?? 2525;
+    it(`${domain}: egress path to the sink's port for its site (${port}, a number) with TLS Disabled`, () => {
+      const path = okStep(out, i + 1).result.egress_path;
+      expect(path.smtp_port).toBe(port);
+      expect(path.enable_tls).toBe("Disabled");
+      expect(path.enable_mta_sts).toBe(false);
+      expect(path.enable_dane).toBe(false);
     });
-  }
+  });
+
+  it("gives each provider its own ready queue", () => {
+    const queues = ["gmail.com", "yahoo.com", "outlook.com", "example.com"].map(
+      (d) => okStep(out, RECIPIENTS.findIndex((r) => domainOf(r) === d) + 1).result.ready_queue,
+    );
+    expect(new Set(queues).size).toBe(queues.length);
+  });
+
+  it("stops at start, naming mx-dns, when the pod's DNS cannot resolve it", async () => {
+    const failed = await runPolicy("init.lua", kumodEnv(authDir), ["init"], { HARNESS_DNS: "none" });
+    expect(step(failed, 0).ok).toBe(false);
+    expect(JSON.stringify(step(failed, 0).error)).toMatch(
+      /cannot resolve mx-dns\.kumomta\.svc\.cluster\.local.*mx-dns Service/,
+    );
+  });
 
   it("overrides TLS even where the shaping lookup demanded Required (gmail.com -> Google provider)", () => {
-    const gmail = okStep(outputs.dns as HarnessOutput, 1).result;
+    const gmail = okStep(out, 1).result;
     expect(gmail.egress_path.provider_name).toBe("google");
     expect(gmail.queue_config.provider_name).toBe("google");
     expect(gmail.egress_path.enable_tls).toBe("Disabled");
-    const orange = okStep(outputs.dns as HarnessOutput, RECIPIENTS.indexOf("frank@orange.fr") + 1).result;
+    const orange = okStep(out, RECIPIENTS.indexOf("frank@orange.fr") + 1).result;
     expect(orange.egress_path.provider_name).toBe("orange");
     expect(orange.egress_path.enable_tls).toBe("Disabled");
   });
 
   it("retries sink deferrals within a minute and never leaves a message for days", () => {
-    const config = okStep(outputs.dns as HarnessOutput, 1).result.queue_config;
+    const config = okStep(out, 1).result.queue_config;
     expect(seconds(config.retry_interval)).toBeLessThanOrEqual(60);
     expect(seconds(config.max_retry_interval)).toBeLessThanOrEqual(60);
     expect(seconds(config.max_age)).toBeLessThan(24 * 3600);
@@ -127,7 +161,7 @@ describe("kumod policy routes every message to the sink", () => {
   });
 
   it("lifts KumoMTA's shipped 100 msg/s and 10 connection default for the sink", () => {
-    const path = okStep(outputs.dns as HarnessOutput, RECIPIENTS.indexOf("heidi@example.org") + 1).result.egress_path;
+    const path = okStep(out, RECIPIENTS.indexOf("heidi@example.org") + 1).result.egress_path;
     expect(path.connection_limit).toBeGreaterThan(10);
     expect(perSecond(path.max_message_rate)).toBeGreaterThan(100);
     expect(perSecond(path.max_connection_rate)).toBeGreaterThan(100 / 60);
@@ -184,7 +218,7 @@ describe("kumod policy wiring", () => {
     expect(onlyCall(alone, "kumo.start_http_listener").args.trusted_hosts).toEqual(["127.0.0.1", "::1"]);
   });
 
-  it("sets up the shaping helper first, then our sink routing, then the queue helper", () => {
+  it("sets up the shaping helper first, then our IP-literal routing, then the queue helper", () => {
     const queueHooks = out.registrations.filter((r) => r.event === "get_queue_config").map((r) => r.by);
     expect(queueHooks).toEqual(["policy-extras.shaping", "policy", "policy-extras.queue"]);
     const setups = out.calls
@@ -194,10 +228,10 @@ describe("kumod policy wiring", () => {
     expect(out.registrations.filter((r) => r.replaced)).toEqual([]);
   });
 
-  it("routes a queue that has no tenant (e.g. created by an admin rebind) to the sink too", () => {
+  it("routes a queue that has no tenant (e.g. created by an admin rebind) by MX too", () => {
     const r = okStep(out, 1).result;
     expect(r.queue_name).toBe("tenantless.example");
-    expect(r.queue_config.protocol.smtp.mx_list).toEqual([SINK_MX]);
+    expect(r.ready_queue).toBe("sink-egress->mx1.tenantless.example@smtp_client");
   });
 
   it("leaves TSA publish queues to the shaping helper (they must reach tsa-daemon, not the sink)", () => {
@@ -217,7 +251,7 @@ describe("kumod policy wiring", () => {
     const r = okStep(out, 3).result;
     expect(r.queue_name).toBe("spring-sale:tilt@example.org");
     expect(r.headers).toEqual({});
-    expect(r.queue_config.protocol.smtp.mx_list).toEqual([SINK_MX]);
+    expect(r.site_name).toBe("mx1.example.org");
   });
 
   it("uses Dragonfly by FQDN for shared throttles, with the password in its own field and never in the node URL", async () => {
@@ -301,11 +335,13 @@ describe("kumod policy follows its environment", () => {
         TSA_PORT: "9008",
         TSA_SERVICE: "tsa-api",
       }),
-      ["init", "message", "x@gmail.com", ""],
+      ["init", "message", "x@gmail.com", "", "message", "x@[192.0.2.1]", ""],
     );
+    expect(onlyCall(out, "kumo.dns.lookup_addr").args.name).toBe("mx-dns.team-a.svc.corp.internal");
+    const literal = okStep(out, 2).result;
+    expect(literal.queue_config.protocol.smtp.mx_list).toEqual(["blackhole.team-a.svc.corp.internal:2626"]);
+    expect(literal.egress_path.smtp_port).toBe(2626);
     const r = okStep(out, 1).result;
-    expect(r.queue_config.protocol.smtp.mx_list).toEqual(["blackhole.team-a.svc.corp.internal:2626"]);
-    expect(r.egress_path.smtp_port).toBe(2626);
     expect(r.egress_path.enable_tls).toBe("OpportunisticInsecure");
     expect(new URL(onlyCall(out, "kumo.configure_redis_throttles").args.node).host).toBe(
       "redis.team-a.svc.corp.internal:6380",
@@ -322,6 +358,9 @@ describe("kumod policy follows its environment", () => {
     ["missing TSA_REPLICAS", { TSA_REPLICAS: undefined }, /TSA_REPLICAS is not set/],
     ["out-of-range SINK_SMTP_PORT", { SINK_SMTP_PORT: "99999" }, /SINK_SMTP_PORT="99999" is invalid/],
     ["hex TSA_PORT", { TSA_PORT: "0x1f48" }, /TSA_PORT="0x1f48" is invalid/],
+    ["SINK_SITE_PORTS without ports", { SINK_SITE_PORTS: "google,yahoo" }, /SINK_SITE_PORTS=.*site=port entries/],
+    ["a site twice in SINK_SITE_PORTS", { SINK_SITE_PORTS: "google=1,google=2" }, /site google is listed twice/],
+    ["a bad SINK_SITE_PORTS port", { SINK_SITE_PORTS: "google=70000" }, /SINK_SITE_PORTS="70000" is invalid/],
     [
       "0.0.0.0/0 in KUMO_TRUSTED_HOSTS",
       { KUMO_TRUSTED_HOSTS: "10.0.0.0/8,0.0.0.0/0" },

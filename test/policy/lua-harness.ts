@@ -52,6 +52,7 @@ export function kumodEnv(authDir: string, overrides: Record<string, string | und
     TSA_PORT: "8008",
     SINK_SERVICE: "sink",
     SINK_SMTP_PORT: "2525",
+    SINK_SITE_PORTS: "google=2526,yahoo=2527,outlook=2528",
     SINK_TLS: "Disabled",
     DRAGONFLY_SERVICE: "dragonfly",
     DRAGONFLY_PORT: "6379",

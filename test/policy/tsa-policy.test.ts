@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { callsOf, credentialsDir, type HarnessOutput, kumodEnv, onlyCall, runPolicy } from "./lua-harness.ts";
 
 const tsaEnv = (overrides: Record<string, string> = {}) => ({
+  POD_NAMESPACE: "kumomta",
   KUMO_TRUSTED_HOSTS: "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8",
   TSA_STATE_DIR: "/var/lib/tsa",
   ...overrides,
@@ -27,6 +28,11 @@ describe("tsa-daemon policy (policy/tsa_init.lua in Lua 5.4)", () => {
       ["tsa-shaping", true],
     ]);
     expect(out.results[1]?.result).toEqual({ returned_shaping: true });
+  });
+
+  it("resolves MX through mx-dns, as kumod does, from the first shaping load on", () => {
+    expect(onlyCall(out, "kumo.dns.lookup_addr").args.name).toBe("mx-dns.kumomta.svc.cluster.local");
+    expect(onlyCall(out, "kumo.dns.configure_resolver").args.name_servers).toEqual(["10.96.0.53:53"]);
   });
 
   it("listens on 0.0.0.0:8008 trusting loopback plus the pod networks", () => {

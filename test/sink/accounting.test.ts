@@ -3,6 +3,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { HOW_TO_GET, requireTool } from "../require-tool.ts";
 import { type RunningSink, startSink } from "./helpers.ts";
 
 const run = promisify(execFile);
@@ -22,6 +23,8 @@ function metric(text: string, name: string): number {
 }
 
 it("counts exactly N messages from concurrent smtp-source, nodemailer and swaks clients", async () => {
+  requireTool("/usr/sbin/smtp-source", HOW_TO_GET.postfix);
+  requireTool("swaks", HOW_TO_GET.swaks);
   const target = `127.0.0.1:${sink.smtpPort}`;
   const sources = [
     run("/usr/sbin/smtp-source", ["-s", "10", "-m", "3000", "-l", "1024", "-d", "-t", "a@one.test", target]),

@@ -5,6 +5,8 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
+import { versionAtLeast } from "../../scripts/lib/doctor-checks.ts";
 import { imageCommand, SINK_DIR } from "./helpers.ts";
 
 const dockerfile = readFileSync(join(SINK_DIR, "Dockerfile"), "utf8");
@@ -58,7 +60,8 @@ describe("sink/Dockerfile", () => {
   it("starts with the command the tests start, which is also `npm start`", () => {
     const { argv } = imageCommand();
     expect(argv).toEqual(["node", "--import", "tsx", "src/main.ts"]);
-    expect(pkg.scripts.start).toBe(argv.join(" "));
+    // An `exec` in front only replaces npm's script shell, so that signals reach node itself.
+    expect(pkg.scripts.start?.replace(/^exec /, "")).toBe(argv.join(" "));
     // Owned by the runtime user (--chown) so Tilt's live update can write the synced sources.
     expect(final).toMatch(/^COPY --chown=1000:1000 src \.\/src$/m);
     expect(final).toMatch(/^COPY --chown=1000:1000 config \.\/config$/m);
@@ -67,5 +70,44 @@ describe("sink/Dockerfile", () => {
   it("keeps node_modules and local clutter out of the build context", () => {
     const ignore = readFileSync(join(SINK_DIR, ".dockerignore"), "utf8").split("\n");
     expect(ignore).toContain("node_modules");
+  });
+});
+
+describe("the supported Node version", () => {
+  const root = join(SINK_DIR, "..");
+  const read = (file: string) => readFileSync(join(root, file), "utf8");
+  const pinned = read(".node-version").trim();
+  const manifests = ["package.json", "sink/package.json"].map(
+    (file) =>
+      JSON.parse(read(file)) as { engines: { node: string }; devDependencies: Record<string, string | undefined> },
+  );
+
+  it("is pinned once, in .node-version, and the image, the test run and the e2e workflow use that pin", () => {
+    expect(pinned).toMatch(/^\d+\.\d+\.\d+$/);
+    for (const stage of stages) expect(stage.match(/^FROM\s+(\S+)/)?.[1]).toMatch(new RegExp(`^node:${pinned}-`));
+    // .ci/run runs the whole suite on the Node that install-tools.sh takes from the npm registry at this version.
+    expect(read(".ci/install-tools.sh")).toContain('NODE_VERSION=$(cat "$root/.node-version")');
+    expect(read(".ci/run")).toContain('export PATH="$PWD/.tools/node/bin:$PATH"');
+    const e2e = parseYaml(read(".github/workflows/e2e.yml")) as {
+      jobs: Record<string, { steps: { uses?: string; with?: Record<string, unknown> }[] }>;
+    };
+    const setups = Object.values(e2e.jobs).flatMap((j) =>
+      j.steps.filter((s) => s.uses?.startsWith("actions/setup-node")),
+    );
+    expect(setups.length).toBeGreaterThan(0);
+    for (const s of setups) expect(s.with).toMatchObject({ "node-version-file": ".node-version" });
+  });
+
+  it("satisfies engines, which the root and the sink declare alike, in the same major", () => {
+    const engines = new Set(manifests.map((m) => m.engines.node));
+    expect([...engines]).toHaveLength(1);
+    const minimum = /^>=(\d+)\.\d+$/.exec([...engines][0] as string);
+    expect(minimum, "engines.node is >=MAJOR.MINOR (npm run doctor reads it)").not.toBeNull();
+    expect(versionAtLeast(pinned, (minimum as RegExpExecArray)[0].slice(2))).toBe(true);
+    expect(pinned.split(".")[0]).toBe(minimum?.[1]);
+  });
+
+  it("is the major @types/node describes", () => {
+    for (const m of manifests) expect(m.devDependencies["@types/node"]?.split(".")[0]).toBe(pinned.split(".")[0]);
   });
 });

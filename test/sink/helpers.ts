@@ -32,6 +32,8 @@ export interface LogLine {
 export interface RunningSink {
   proc: ChildProcess;
   smtpPort: number;
+  /** The port bound for each SINK_SITE_PORTS site, from the "listening" line. */
+  sitePorts: Record<string, number>;
   httpPort: number;
   logs: LogLine[];
   http(path: string, init?: RequestInit): Promise<Response>;
@@ -81,6 +83,7 @@ export async function startSink(env: Record<string, string> = {}): Promise<Runni
   return {
     proc,
     smtpPort: ready.smtp_port as number,
+    sitePorts: ready.site_ports as Record<string, number>,
     httpPort,
     logs,
     http,

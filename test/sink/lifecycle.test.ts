@@ -1,14 +1,16 @@
 /** Start-up failures, graceful shutdown, STARTTLS and logging: the sink as an operator sees it. */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { promisify } from "node:util";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RawSmtp, runSinkToExit, startSink } from "./helpers.ts";
+import { HOW_TO_GET, requireTool } from "../require-tool.ts";
+import { eventually, RawSmtp, runSinkToExit, SINK_DIR, startSink } from "./helpers.ts";
 
 const run = promisify(execFile);
 
@@ -86,9 +88,96 @@ describe("graceful shutdown", () => {
   });
 });
 
+/** Every process below `root`, from /proc (parent ids), so the test sees what a signal left running. */
+function descendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+  }
+  const out: number[] = [];
+  for (let queue = [root]; queue.length > 0; ) {
+    const next = children.get(queue.shift() as number) ?? [];
+    out.push(...next);
+    queue.push(...next);
+  }
+  return out;
+}
+
+/** A process that has exited (gone, or a zombie waiting to be reaped) runs nothing and holds no port. */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, "127.0.0.1");
+    s.on("connect", () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.on("error", () => resolve(true));
+  });
+}
+
+describe("npm run sink", () => {
+  // SIGTERM reaches npm alone (kill, a process manager, an IDE's stop button); Ctrl-C reaches the whole group.
+  it.each([
+    ["SIGTERM to npm", "SIGTERM", false],
+    ["Ctrl-C", "SIGINT", true],
+  ] as const)("stops on %s: no process left, both ports free", async (_, signal, group) => {
+    const npm = spawn("npm", ["run", "sink"], {
+      cwd: join(SINK_DIR, ".."),
+      env: { ...process.env, SINK_HOST: "127.0.0.1", SINK_SMTP_PORT: "0", SINK_HTTP_PORT: "0" },
+      stdio: ["ignore", "pipe", "inherit"],
+      detached: true,
+    });
+    const pid = npm.pid as number;
+    const exited = once(npm, "exit");
+    try {
+      const listening = await new Promise<{ smtp_port: number; http_port: number }>((resolve, reject) => {
+        let out = "";
+        npm.stdout?.on("data", (c: Buffer) => {
+          out += c.toString();
+          const line = out.split("\n").find((l) => l.includes('"msg":"listening"'));
+          if (line) resolve(JSON.parse(line));
+        });
+        exited.then(() => reject(new Error(`npm run sink exited before listening:\n${out}`)));
+      });
+      const tree = descendants(pid);
+      expect(tree.length).toBeGreaterThan(0);
+      process.kill(group ? -pid : pid, signal);
+      await exited;
+      await eventually(() => ![pid, ...tree].some(running), 10_000);
+      expect(await portFree(listening.smtp_port)).toBe(true);
+      expect(await portFree(listening.http_port)).toBe(true);
+    } finally {
+      // Whatever happened above, leave nothing running.
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  });
+});
+
 describe("STARTTLS with a certificate from files", () => {
   let dir: string;
   beforeAll(async () => {
+    requireTool("openssl", HOW_TO_GET.openssl);
     dir = mkdtempSync(join(tmpdir(), "sink-tls-"));
     await run("openssl", [
       "req",
@@ -108,7 +197,9 @@ describe("STARTTLS with a certificate from files", () => {
       join(dir, "tls.crt"),
     ]);
   });
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
 
   it("advertises STARTTLS, delivers over TLS (nodemailer, requireTLS) and drops commands pipelined after STARTTLS", async () => {
     const sink = await startSink({ SINK_TLS_CERT: join(dir, "tls.crt"), SINK_TLS_KEY: join(dir, "tls.key") });

@@ -3,6 +3,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { HOW_TO_GET, requireTool } from "../require-tool.ts";
 import { RawSmtp, type RunningSink, rssKiB, startSink } from "./helpers.ts";
 
 const run = promisify(execFile);
@@ -22,6 +23,11 @@ afterAll(async () => {
 });
 
 describe("real clients", () => {
+  beforeAll(() => {
+    requireTool("/usr/sbin/smtp-source", HOW_TO_GET.postfix);
+    requireTool("swaks", HOW_TO_GET.swaks);
+  });
+
   it("Postfix smtp-source: every message of 5 reused sessions is accepted and counted", async () => {
     const before = (await sink.stats()).messages.accepted;
     await run("/usr/sbin/smtp-source", [

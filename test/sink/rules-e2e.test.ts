@@ -313,6 +313,41 @@ describe("HTTP API", () => {
     expect((await sink.stats()).scenario).toBe("mine");
     c.close();
   });
+
+  it("answers 413 with a JSON error to a body over 1 MiB, keeps the active scenario and goes on serving", async () => {
+    await select("coin");
+    const huge = JSON.stringify({ name: "base", description: "x".repeat(2 * 1024 * 1024) });
+    const res = await sink.http("/api/scenario", { method: "PUT", body: huge });
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: string }).error).toBe("request body larger than 1 MiB");
+    expect((await sink.stats()).scenario).toBe("coin");
+    await select("base");
+  });
+});
+
+describe("the shipped rules file", () => {
+  it("honours address directives by default, as docs/tools.md's --local-part tempfail says; accept-all takes all", async () => {
+    const shipped = await startSink();
+    const rcpts = async (): Promise<(string | null)[]> => {
+      const c = await RawSmtp.open(shipped.smtpPort);
+      await c.hello();
+      await c.cmd("MAIL FROM:<s@sender.test>");
+      const replies = [];
+      for (const r of ["user-tempfail@example.com", "permfail@example.com", "user@example.com"])
+        replies.push(await c.cmd(`RCPT TO:<${r}>`));
+      c.close();
+      return replies;
+    };
+    try {
+      expect((await shipped.stats()).scenario).toBe("directives");
+      expect((await rcpts()).map((r) => r?.slice(0, 3))).toEqual(["451", "550", "250"]);
+      const res = await shipped.http("/api/scenario", { method: "PUT", body: '{"name":"accept-all"}' });
+      expect(res.status).toBe(200);
+      expect((await rcpts()).map((r) => r?.slice(0, 3))).toEqual(["250", "250", "250"]);
+    } finally {
+      await shipped.stop();
+    }
+  });
 });
 
 describe("rules file reload", () => {

@@ -38,7 +38,13 @@ function compile(def: ScenarioDef, seed = 1, catalogues = {}) {
   return { compiled, fired };
 }
 
-const peer = (): PeerState => ({ ip: "192.0.2.7", throttleCounts: null, throttleOwner: null });
+const peer = (site = "other"): PeerState => ({
+  ip: "192.0.2.7",
+  site,
+  boundTo: null,
+  siteRules: null,
+  throttleCounts: null,
+});
 
 describe("rules file validation", () => {
   it("accepts the shipped config with its named scenarios", () => {
@@ -46,8 +52,10 @@ describe("rules file validation", () => {
     expect(Object.keys(config.scenarios)).toEqual(
       expect.arrayContaining(["accept-all", "realistic", "gmail-throttling", "directives"]),
     );
-    expect(config.defaultScenario).toBe("accept-all");
-    expect(config.scenarios["accept-all"]?.rules).toEqual([]);
+    // Like KumoMTA's smart sink, the default honours address directives; accept-all takes everything.
+    expect(config.defaultScenario).toBe("directives");
+    expect(config.scenarios.directives).toMatchObject({ directives: "rcpt", rules: [] });
+    expect(config.scenarios["accept-all"]).toMatchObject({ directives: "off", rules: [] });
   });
 
   it("reports every problem with its path", () => {
@@ -71,6 +79,12 @@ scenarios:
       - name: y
         catalogue: missing
       - name: z
+      - name: s1
+        sites: google
+        delay: 1
+      - name: s2
+        sites: [google, Yahoo]
+        delay: 1
 `);
     const expected = [
       "default_scenario: must name one of the scenarios",
@@ -85,6 +99,8 @@ scenarios:
       "scenarios.bad.rules[1]: reply, catalogue and action are mutually exclusive",
       'scenarios.bad.rules[2].catalogue: unknown catalogue "missing"',
       "scenarios.bad.rules[3]: needs an effect",
+      "scenarios.bad.rules[4].sites: must be a non-empty list of site names",
+      "scenarios.bad.rules[5].sites[1]: not a site name",
     ];
     for (const e of expected)
       expect(
@@ -163,6 +179,29 @@ describe("rules engine", () => {
     expect(code("other.org")).toBe(550);
   });
 
+  it("applies a rule with sites only on connections to those sites, at any stage", () => {
+    const { compiled } = compile(
+      scenario([
+        { name: "busy", stage: "connect", sites: ["outlook"], reply: "421 4.7.0 busy" },
+        { name: "nope", sites: ["google", "other"], domains: ["gone.example"], reply: "550 5.1.1 nope" },
+      ]),
+    );
+    const d = newDecision();
+    const code = (site: string, stage: number, domains: string[]) => {
+      compiled.evaluate(stage, peer(site), domains, 0, domains.length, d);
+      return d.code;
+    };
+    expect(code("outlook", STAGE_CONNECT, [])).toBe(421);
+    expect(code("google", STAGE_CONNECT, [])).toBe(0);
+    expect(code("other", STAGE_CONNECT, [])).toBe(0);
+    expect(code("google", STAGE_RCPT, ["gone.example"])).toBe(550);
+    expect(code("other", STAGE_RCPT, ["gone.example"])).toBe(550);
+    expect(code("yahoo", STAGE_RCPT, ["gone.example"])).toBe(0);
+    expect(code("google", STAGE_RCPT, ["here.example"])).toBe(0);
+    expect(compiled.hasRules(STAGE_CONNECT, peer("yahoo"))).toBe(false);
+    expect(compiled.hasRules(STAGE_CONNECT, peer("outlook"))).toBe(true);
+  });
+
   it("adds delays from delay-only rules and stops at the first decisive rule", () => {
     const { compiled, fired } = compile(
       scenario([
@@ -232,6 +271,23 @@ describe("rules engine", () => {
     expect(refused).toBeLessThan(10);
   });
 
+  it("throttles per second counting only the events of the rule's sites", () => {
+    const { compiled } = compile(
+      scenario([{ name: "t", sites: ["google"], throttle: { max: 5, per: "second" }, reply: "421 4.7.28 t" }]),
+    );
+    const d = newDecision();
+    let refused = 0;
+    for (let i = 0; i < 10; i++) {
+      compiled.evaluate(STAGE_RCPT, peer("other"), ["gmail.com"], 0, 1, d);
+      expect(d.code).toBe(0);
+      compiled.evaluate(STAGE_RCPT, peer("google"), ["example.org"], 0, 1, d);
+      if (d.code === 421) refused++;
+    }
+    // Ten Google events inside (at most) two one-second windows; the ten others count for nothing.
+    expect(refused).toBeGreaterThanOrEqual(5);
+    expect(refused).toBeLessThan(10);
+  });
+
   it("samples log-normal delays around the median with a long tail", () => {
     const { compiled } = compile(scenario([{ name: "l", stage: "connect", delay: { median_ms: 50, p99_ms: 500 } }]));
     const d = newDecision();
@@ -251,7 +307,7 @@ describe("scenario control", () => {
 
   it("selects named scenarios, refuses unknown ones, and keeps a custom scenario across reloads", () => {
     const c = new ScenarioControl(config, undefined, 1, () => {});
-    expect(c.active.def.name).toBe("accept-all");
+    expect(c.active.def.name).toBe("directives");
     expect(c.select("realistic")).toBe(true);
     expect(c.select("nope")).toBe(false);
     expect(c.active.def.name).toBe("realistic");

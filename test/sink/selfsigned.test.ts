@@ -4,10 +4,13 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { selfSignedCertificate } from "../../sink/src/selfsigned.ts";
+import { HOW_TO_GET, requireTool } from "../require-tool.ts";
 
 const run = promisify(execFile);
+
+beforeAll(() => requireTool("openssl", HOW_TO_GET.openssl));
 
 it("makes a certificate that Node and OpenSSL parse, signed by its own key, valid now", async () => {
   const now = new Date("2026-11-23T12:00:00Z");

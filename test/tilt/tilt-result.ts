@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -49,7 +49,8 @@ async function kubeconfig(context: string, cluster: string): Promise<{ file: str
 }
 
 /**
- * Evaluates the real Tiltfile with the real tilt binary. The JSON carries Secret values in plain text,
+ * Evaluates the real Tiltfile with the real tilt binary, built from source by .ci/install-tools.sh (it cannot
+ * `tilt up`, hence its name, but evaluates Tiltfiles like a release). The JSON carries Secret values in plain text,
  * so it is only ever held in memory.
  */
 export async function evaluateTiltfile(
@@ -57,9 +58,10 @@ export async function evaluateTiltfile(
   opts: { context?: string; cluster?: string } = {},
 ): Promise<TiltResult> {
   const context = opts.context ?? "kind-kind";
+  const bin = toolBin("tilt-tiltfile-eval");
   const { file, home } = await kubeconfig(context, opts.cluster ?? context);
   const run = await execa(
-    toolBin("tilt"),
+    bin,
     ["alpha", "tiltfile-result", "-f", "Tiltfile", ...(args.length ? ["--", ...args] : [])],
     {
       cwd: repoRoot,
@@ -68,7 +70,7 @@ export async function evaluateTiltfile(
       extendEnv: false,
       timeout: 120_000,
     },
-  );
+  ).finally(() => rm(home, { recursive: true, force: true }));
   if (run.exitCode !== 0)
     return { exitCode: run.exitCode ?? -1, stderr: run.stderr, manifests: [], secretValues: new Set() };
   const json = JSON.parse(run.stdout);

@@ -43,16 +43,20 @@ describe("Tiltfile evaluated by the real tilt binary", () => {
 
   it("names resources for people and leaves nothing uncategorized", () => {
     const names = defaults.manifests.map((m) => m.Name);
-    expect(names).toEqual(expect.arrayContaining(["kumod", "tsa", "dragonfly", "sink", "cluster-config"]));
+    expect(names).toEqual(expect.arrayContaining(["kumod", "tsa", "dragonfly", "mx-dns", "sink", "cluster-config"]));
     expect(names).not.toContain("uncategorized");
     expect(manifest(defaults, "kumod").Labels).toHaveProperty("kumomta");
     expect(manifest(defaults, "tsa").Labels).toHaveProperty("kumomta");
     expect(manifest(defaults, "dragonfly").Labels).toHaveProperty("backing");
     expect(manifest(defaults, "sink").Labels).toHaveProperty("backing");
+    expect(manifest(defaults, "mx-dns").Labels).toHaveProperty("backing");
   });
 
-  it("starts kumod only after Dragonfly and the sink", () => {
-    expect(manifest(defaults, "kumod").ResourceDependencies).toEqual(expect.arrayContaining(["dragonfly", "sink"]));
+  it("starts kumod only after Dragonfly, mx-dns and the sink, and tsa-daemon after mx-dns", () => {
+    expect(manifest(defaults, "kumod").ResourceDependencies).toEqual(
+      expect.arrayContaining(["dragonfly", "mx-dns", "sink"]),
+    );
+    expect(manifest(defaults, "tsa").ResourceDependencies).toEqual(["mx-dns"]);
   });
 
   it("groups every object without pods under cluster-config, namespace and generated credentials included", () => {

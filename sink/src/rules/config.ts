@@ -3,6 +3,7 @@
  * normalized definition out, or a ConfigError listing every problem with its path.
  */
 import { parse as parseYaml } from "yaml";
+import { SITE_NAME } from "../sites.ts";
 
 export type Stage = "connect" | "mail" | "rcpt" | "data";
 export const STAGES: readonly Stage[] = ["connect", "mail", "rcpt", "data"];
@@ -12,6 +13,8 @@ export type DelaySpec = { ms: number } | { min_ms: number; max_ms: number } | { 
 export interface RuleDef {
   name: string;
   stage: Stage;
+  /** Provider sites (the port kumod connected to, SINK_SITE_PORTS; "other" for SINK_SMTP_PORT). */
+  sites?: string[];
   domains?: string[];
   probability?: number;
   throttle?: { max: number; per: "second" | "minute" | "connection" };
@@ -50,6 +53,7 @@ const DOMAIN = /^(\*|\*\.[^\s@*]+|[^\s@*]+)$/;
 const RULE_KEYS = new Set([
   "name",
   "stage",
+  "sites",
   "domains",
   "probability",
   "throttle",
@@ -120,6 +124,18 @@ function validateRule(
     errors.push(`${path}.stage: must be one of ${STAGES.join(", ")}`);
   }
   const rule: RuleDef = { name: String(name), stage: stage as Stage };
+  if (raw.sites !== undefined) {
+    if (!Array.isArray(raw.sites) || raw.sites.length === 0) {
+      errors.push(`${path}.sites: must be a non-empty list of site names (google, yahoo, outlook, other...)`);
+    } else {
+      raw.sites.forEach((s, i) => {
+        if (typeof s !== "string" || !SITE_NAME.test(s)) {
+          errors.push(`${path}.sites[${i}]: not a site name (a lower-case label such as google or other)`);
+        }
+      });
+      rule.sites = raw.sites.map(String);
+    }
+  }
   if (raw.domains !== undefined) {
     if (stage === "connect" || stage === "mail") {
       errors.push(`${path}.domains: recipient domains are unknown at stage ${String(stage)}; use rcpt or data`);

@@ -23,11 +23,23 @@ export function newDecision(): Decision {
   return { delayMs: 0, reply: null, code: 0, disconnect: false };
 }
 
-/** Per-connection state the engine needs: the peer address for templates and per-connection throttle counts. */
+/**
+ * Per-connection state the engine needs: the peer address for templates, the provider site the connection was made
+ * to, and what the engine keeps for the scenario it was bound to (another active scenario rebinds it).
+ */
 export interface PeerState {
   ip: string;
+  site: string;
+  boundTo: CompiledScenario | null;
+  siteRules: SiteRules | null;
   throttleCounts: Int32Array | null;
-  throttleOwner: CompiledScenario | null;
+}
+
+/** The rules of a scenario that apply on one site, per stage, with their per-domain lookup cache. */
+export interface SiteRules {
+  readonly byStage: CompiledRule[][];
+  /** Per stage, the rules that apply to one domain: a message to one domain checks one map, not every rule. */
+  readonly byDomain: Map<string, CompiledRule[]>[];
 }
 
 class ReplyTemplate {
@@ -70,6 +82,8 @@ const PER_CONNECTION = 3;
 
 class CompiledRule {
   readonly name: string;
+  /** The sites this rule applies on; null for every site. */
+  private readonly sites: Set<string> | null;
   private readonly anyDomain: boolean;
   private readonly exact: Set<string>;
   private readonly suffixes: string[];
@@ -85,6 +99,7 @@ class CompiledRule {
 
   constructor(def: RuleDef, catalogues: Record<string, string[]>, connectionSlot: number) {
     this.name = def.name;
+    this.sites = def.sites ? new Set(def.sites) : null;
     const domains = def.domains ?? ["*"];
     this.anyDomain = domains.includes("*");
     this.exact = new Set(domains.filter((d) => !d.startsWith("*")));
@@ -103,6 +118,10 @@ class CompiledRule {
     const texts = def.reply ?? (def.catalogue ? (catalogues[def.catalogue] ?? []) : []);
     this.replies = texts.map((t) => new ReplyTemplate(t));
     this.disconnect = def.action === "disconnect";
+  }
+
+  appliesOn(site: string): boolean {
+    return this.sites === null || this.sites.has(site);
   }
 
   /** Index of the first domain in [from, to) this rule applies to, or -1; `from === to` means no domains known. */
@@ -160,10 +179,10 @@ export const DIRECTIVES_DATA = 2;
 export class CompiledScenario {
   readonly def: ScenarioDef;
   readonly directives: number;
-  readonly byStage: CompiledRule[][];
-  readonly connectionSlots: number;
-  /** Per stage, the rules that apply to one domain: a message to one domain checks one map, not every rule. */
-  private readonly byDomain: Map<string, CompiledRule[]>[] = [new Map(), new Map(), new Map(), new Map()];
+  private readonly byStage: CompiledRule[][];
+  private readonly connectionSlots: number;
+  /** Per site, built at the first connection of that site (sites come from SINK_SITE_PORTS: a handful). */
+  private readonly bySite = new Map<string, SiteRules>();
 
   constructor(
     def: ScenarioDef,
@@ -182,8 +201,30 @@ export class CompiledScenario {
     this.connectionSlots = slots;
   }
 
-  hasRules(stage: number): boolean {
-    return (this.byStage[stage] as CompiledRule[]).length > 0;
+  /** The rules of this scenario for the peer's site, binding the peer to this scenario on first use. */
+  private bind(peer: PeerState): SiteRules {
+    if (peer.boundTo !== this) {
+      peer.boundTo = this;
+      peer.siteRules = this.rulesOfSite(peer.site);
+      peer.throttleCounts = this.connectionSlots > 0 ? new Int32Array(this.connectionSlots) : null;
+    }
+    return peer.siteRules as SiteRules;
+  }
+
+  private rulesOfSite(site: string): SiteRules {
+    let rules = this.bySite.get(site);
+    if (rules === undefined) {
+      rules = {
+        byStage: this.byStage.map((list) => list.filter((r) => r.appliesOn(site))),
+        byDomain: [new Map(), new Map(), new Map(), new Map()],
+      };
+      this.bySite.set(site, rules);
+    }
+    return rules;
+  }
+
+  hasRules(stage: number, peer: PeerState): boolean {
+    return (this.bind(peer).byStage[stage] as CompiledRule[]).length > 0;
   }
 
   /**
@@ -196,15 +237,12 @@ export class CompiledScenario {
     out.reply = null;
     out.code = 0;
     out.disconnect = false;
-    const rules = this.byStage[stage] as CompiledRule[];
+    const site = this.bind(peer);
+    const rules = site.byStage[stage] as CompiledRule[];
     if (rules.length === 0) return;
-    if (this.connectionSlots > 0 && peer.throttleOwner !== this) {
-      peer.throttleCounts = new Int32Array(this.connectionSlots);
-      peer.throttleOwner = this;
-    }
     if (to - from === 1) {
       const domain = domains[from] as string;
-      for (const rule of this.rulesFor(stage, rules, domain)) {
+      for (const rule of rulesFor(site.byDomain[stage] as Map<string, CompiledRule[]>, rules, domain)) {
         if (!rule.apply(peer, domain, this.random, out)) continue;
         this.onFault(rule.name);
         if (rule.decisive) return;
@@ -219,17 +257,16 @@ export class CompiledScenario {
       if (rule.decisive) return;
     }
   }
+}
 
-  private rulesFor(stage: number, rules: CompiledRule[], domain: string): CompiledRule[] {
-    const cache = this.byDomain[stage] as Map<string, CompiledRule[]>;
-    let list = cache.get(domain);
-    if (list === undefined) {
-      list = rules.filter((r) => r.matchDomain([domain], 0, 1) >= 0);
-      // Bounded: past this many distinct domains, new ones are matched rule by rule each time (same result).
-      if (cache.size < 10_000) cache.set(domain, list);
-    }
-    return list;
+function rulesFor(cache: Map<string, CompiledRule[]>, rules: CompiledRule[], domain: string): CompiledRule[] {
+  let list = cache.get(domain);
+  if (list === undefined) {
+    list = rules.filter((r) => r.matchDomain([domain], 0, 1) >= 0);
+    // Bounded: past this many distinct domains, new ones are matched rule by rule each time (same result).
+    if (cache.size < 10_000) cache.set(domain, list);
   }
+  return list;
 }
 
 /**

@@ -13,13 +13,14 @@ import {
   DIRECTIVES_OFF,
   newDecision,
   type PeerState,
+  type SiteRules,
   STAGE_CONNECT,
   STAGE_DATA,
   STAGE_MAIL,
   STAGE_RCPT,
 } from "../rules/engine.ts";
 import type { Settings } from "../settings.ts";
-import type { Stats } from "../stats.ts";
+import type { SiteCounts, Stats } from "../stats.ts";
 import { localPart, newEnvelope, parseMailFrom, parseRcptTo, parseVerb, verbLength } from "./command.ts";
 import { sharedReadSocket } from "./shared-read.ts";
 import { EndOfDataScanner } from "./terminator.ts";
@@ -31,9 +32,18 @@ export interface SessionContext {
   readonly scenario: () => CompiledScenario;
   readonly tls: SecureContext | null;
   readonly draining: () => boolean;
+  readonly onClose: (session: Session) => void;
+}
+
+/** What the sessions of one listener share: the provider site they belong to, its greetings and its counters. */
+export interface SiteContext {
+  readonly name: string;
+  /** The 220 line, without CRLF. */
+  readonly banner: string;
+  readonly helo: string;
   readonly ehlo: string;
   readonly ehloAfterTls: string;
-  readonly onClose: (session: Session) => void;
+  readonly counts: SiteCounts;
 }
 
 const MODE_COMMAND = 0;
@@ -55,8 +65,10 @@ const envelope = newEnvelope();
 export class Session implements PeerState {
   socket: Socket;
   readonly ip: string;
+  readonly site: string;
+  boundTo: CompiledScenario | null = null;
+  siteRules: SiteRules | null = null;
   throttleCounts: Int32Array | null = null;
-  throttleOwner: CompiledScenario | null = null;
 
   private mode = MODE_COMMAND;
   private readonly scanner = new EndOfDataScanner();
@@ -94,12 +106,15 @@ export class Session implements PeerState {
   constructor(
     accepted: Socket,
     private readonly ctx: SessionContext,
+    private readonly siteCtx: SiteContext,
   ) {
     const socket = sharedReadSocket(accepted, this.onData);
     this.socket = socket;
     this.ip = socket.remoteAddress?.replace(/^::ffff:/, "") ?? "unknown";
+    this.site = siteCtx.name;
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;
+    siteCtx.counts.connections++;
     socket.setNoDelay(true);
     socket.setTimeout(ctx.settings.idleTimeoutMs);
     socket.on("timeout", this.onTimeout);
@@ -111,7 +126,7 @@ export class Session implements PeerState {
   private greet(): void {
     const scenario = this.ctx.scenario();
     let delay = 0;
-    if (scenario.hasRules(STAGE_CONNECT)) {
+    if (scenario.hasRules(STAGE_CONNECT, this)) {
       scenario.evaluate(STAGE_CONNECT, this, this.domains, 0, 0, decision);
       if (decision.disconnect) {
         this.abort(decision.delayMs, "rule-disconnect");
@@ -125,7 +140,7 @@ export class Session implements PeerState {
       }
       delay = decision.delayMs;
     }
-    this.respond(STAGE_CONNECT, 220, `220 ${this.ctx.settings.hostname} ESMTP kumomta-tilt sink`, delay);
+    this.respond(STAGE_CONNECT, 220, this.siteCtx.banner, delay);
     this.flush();
   }
 
@@ -165,6 +180,7 @@ export class Session implements PeerState {
     if (this.ctx.settings.logConnections) {
       log("info", "connection", {
         peer: this.ip,
+        site: this.site,
         tls: this.tls,
         messages: this.messages,
         duration_ms: Date.now() - this.startedAt,
@@ -359,8 +375,7 @@ export class Session implements PeerState {
         }
         this.resetTransaction();
         this.helo = true;
-        this.out +=
-          verb === "HELO" ? `250 ${this.ctx.settings.hostname}\r\n` : this.tls ? this.ctx.ehloAfterTls : this.ctx.ehlo;
+        this.out += verb === "HELO" ? this.siteCtx.helo : this.tls ? this.siteCtx.ehloAfterTls : this.siteCtx.ehlo;
         break;
       case "MAIL":
         this.mailFrom(line);
@@ -439,7 +454,7 @@ export class Session implements PeerState {
     let delay = 0;
     let code = 250;
     let reply = OK_MAIL;
-    if (scenario.hasRules(STAGE_MAIL)) {
+    if (scenario.hasRules(STAGE_MAIL, this)) {
       scenario.evaluate(STAGE_MAIL, this, this.domains, 0, 0, decision);
       if (decision.disconnect) {
         this.abort(decision.delayMs, "rule-disconnect");
@@ -478,6 +493,7 @@ export class Session implements PeerState {
     if (this.rcptCount >= this.ctx.settings.maxRecipients) {
       stats.recipientsDeferred++;
       stats.domain(domain).deferred++;
+      this.siteCtx.counts.deferred++;
       this.respond(STAGE_RCPT, 452, "452 4.5.3 Error: too many recipients", 0);
       return;
     }
@@ -499,7 +515,7 @@ export class Session implements PeerState {
     let code = 250;
     let delay = 0;
     this.domains[this.rcptCount] = domain;
-    if (!exempt && scenario.hasRules(STAGE_RCPT)) {
+    if (!exempt && scenario.hasRules(STAGE_RCPT, this)) {
       scenario.evaluate(STAGE_RCPT, this, this.domains, this.rcptCount, this.rcptCount + 1, decision);
       if (decision.disconnect) {
         this.abort(decision.delayMs, "rule-disconnect");
@@ -525,9 +541,11 @@ export class Session implements PeerState {
     if (code < 500) {
       stats.recipientsDeferred++;
       stats.domain(domain).deferred++;
+      this.siteCtx.counts.deferred++;
     } else {
       stats.recipientsBounced++;
       stats.domain(domain).bounced++;
+      this.siteCtx.counts.bounced++;
     }
     this.respond(STAGE_RCPT, code, line, delay);
   }
@@ -550,7 +568,7 @@ export class Session implements PeerState {
       line = this.pendingLine;
     } else if (this.exempt < n) {
       const scenario = this.ctx.scenario();
-      if (scenario.hasRules(STAGE_DATA)) {
+      if (scenario.hasRules(STAGE_DATA, this)) {
         scenario.evaluate(STAGE_DATA, this, this.domains, 0, n, decision);
         if (decision.disconnect) {
           this.resetTransaction();
@@ -565,18 +583,22 @@ export class Session implements PeerState {
       }
     }
     const domains = this.domains;
+    const site = this.siteCtx.counts;
     if (code < 400) {
       stats.messagesAccepted++;
       stats.recipientsAccepted += n;
+      site.accepted += n;
       stats.bytesAccepted += bytes;
       for (let i = 0; i < n; i++) stats.domain(domains[i] as string).accepted++;
     } else if (code < 500) {
       stats.messagesDeferred++;
       stats.recipientsDeferred += n;
+      site.deferred += n;
       for (let i = 0; i < n; i++) stats.domain(domains[i] as string).deferred++;
     } else {
       stats.messagesBounced++;
       stats.recipientsBounced += n;
+      site.bounced += n;
       for (let i = 0; i < n; i++) stats.domain(domains[i] as string).bounced++;
     }
     this.resetTransaction();

@@ -1,11 +1,16 @@
 /**
- * Where the KumoMTA binaries under test come from: KUMOD_BIN, TSA_DAEMON_BIN, PROXY_SERVER_BIN and KUMOMTA_SHARE
- * (KumoMTA's share/ directory: policy-extras, community, bounce_classifier), each defaulting to where KumoMTA's Linux
- * packages install it under /opt/kumomta.
+ * Where the binaries under test come from: KUMOD_BIN, TSA_DAEMON_BIN, PROXY_SERVER_BIN and KUMOMTA_SHARE (KumoMTA's
+ * share/ directory: policy-extras, community, bounce_classifier), each defaulting to where KumoMTA's Linux packages
+ * install it under /opt/kumomta; COREDNS_BIN, defaulting to the build of .ci/install-tools.sh.
  */
 import { access, constants } from "node:fs/promises";
+import path from "node:path";
+
+const repoRoot = path.resolve(import.meta.dirname, "../../..");
 
 export interface Bundle {
+  /** CoreDNS, the image of mx-dns (and our stand-in for the cluster DNS); built by .ci/install-tools.sh. */
+  coredns: string;
   kumod: string;
   tsaDaemon: string;
   proxyServer: string;
@@ -14,6 +19,7 @@ export interface Bundle {
 
 export function bundleFromEnv(env: NodeJS.ProcessEnv = process.env): Bundle {
   return {
+    coredns: env.COREDNS_BIN || path.join(repoRoot, ".tools/bin/coredns"),
     kumod: env.KUMOD_BIN || "/opt/kumomta/sbin/kumod",
     tsaDaemon: env.TSA_DAEMON_BIN || "/opt/kumomta/sbin/tsa-daemon",
     proxyServer: env.PROXY_SERVER_BIN || "/opt/kumomta/sbin/proxy-server",
@@ -35,5 +41,6 @@ export async function bundleProblems(b: Bundle): Promise<string[]> {
   await check(b.tsaDaemon, constants.X_OK, "TSA_DAEMON_BIN");
   await check(b.proxyServer, constants.X_OK, "PROXY_SERVER_BIN");
   await check(`${b.share}/policy-extras/shaping.lua`, constants.R_OK, "KUMOMTA_SHARE");
+  await check(b.coredns, constants.X_OK, "COREDNS_BIN, or run .ci/install-tools.sh");
   return problems;
 }

@@ -36,6 +36,7 @@ export class TestCluster {
   readonly pods = new Map<string, PodRecord>();
   readonly running = new Map<string, RunningContainer | ResultPromise>();
   private redis?: ResultPromise;
+  private kubeDns?: PodHost;
   private constructor(
     readonly dir: string,
     readonly objects: K8sObject[],
@@ -52,13 +53,14 @@ export class TestCluster {
     const cluster = new TestCluster(dir, objects, namespace, net, opts.bundle);
     try {
       await cluster.addPods();
-      await cluster.writeDns();
+      await cluster.startClusterDns();
       const deferred = new Set(opts.deferred ?? []);
       await cluster.startRedis();
       await cluster.startSink();
+      await cluster.startPod("mx-dns-0");
       const startAll = async (prefix: string) => {
         const names = [...cluster.pods.keys()].filter((n) => n.startsWith(prefix) && !deferred.has(n));
-        await Promise.all(names.map((n) => cluster.startKumoPod(n)));
+        await Promise.all(names.map((n) => cluster.startPod(n)));
       };
       await startAll("tsa-");
       await startAll("kumod-");
@@ -110,9 +112,11 @@ export class TestCluster {
   }
 
   private async addPods() {
+    this.kubeDns = await this.net.addHost("kube-dns");
     const wanted: [string, string][] = [
       ["Deployment", "dragonfly"],
       ["Deployment", "sink"],
+      ["Deployment", "mx-dns"],
       ["StatefulSet", "tsa"],
       ["StatefulSet", "kumod"],
     ];
@@ -130,20 +134,44 @@ export class TestCluster {
     return env.find((e) => e.name === "CLUSTER_DOMAIN")?.value ?? "cluster.local";
   }
 
-  private async writeDns() {
+  /**
+   * Cluster DNS as a pod sees it: a resolver (CoreDNS, the same binary as mx-dns) that knows every Service and
+   * StatefulSet pod name and nothing else, and a resolv.conf with the namespace's search path.
+   */
+  private async startClusterDns() {
+    const host = this.kubeDns;
+    if (!host) throw new Error("no kube-dns host");
     const ips = new Map(
       [...this.pods.values()].map((p) => [
         p.name,
         { ip: p.host.ip, labels: p.labels, workload: p.workload.metadata.name },
       ]),
     );
-    await mkdir(path.join(this.dir, "dns"), { recursive: true });
+    const dir = path.join(this.dir, "dns");
+    await mkdir(dir, { recursive: true });
     await writeFile(
-      path.join(this.dir, "dns/hosts"),
+      path.join(dir, "cluster-hosts"),
       clusterHosts(this.objects, this.namespace, this.clusterDomain, ips),
     );
-    // No resolver runs in the pod network: a lookup of anything /etc/hosts lacks is refused at once.
-    await writeFile(path.join(this.dir, "dns/resolv.conf"), "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n");
+    await writeFile(path.join(dir, "Corefile"), `.:53 {\n    hosts ${path.join(dir, "cluster-hosts")}\n}\n`);
+    await writeFile(path.join(dir, "hosts"), "127.0.0.1 localhost\n::1 localhost\n");
+    const search = [`${this.namespace}.svc.${this.clusterDomain}`, `svc.${this.clusterDomain}`, this.clusterDomain];
+    await writeFile(
+      path.join(dir, "resolv.conf"),
+      `nameserver ${host.ip}\nsearch ${search.join(" ")}\noptions ndots:5\n`,
+    );
+    const dns = execa("nsenter", [...host.nsenter, this.bundle.coredns, "-conf", path.join(dir, "Corefile")], {
+      reject: false,
+      all: true,
+    });
+    this.running.set("kube-dns", dns);
+    await waitFor(
+      async () =>
+        (await execa("nsenter", [...host.nsenter, "sh", "-c", "ss -lun | grep -q ':53 '"], { reject: false }))
+          .exitCode === 0,
+      10_000,
+      "the cluster DNS to listen",
+    );
   }
 
   /** Debian's redis-server in the Dragonfly pod, with the password of the Secret Dragonfly reads. */
@@ -204,9 +232,9 @@ export class TestCluster {
     await waitFor(async () => (await tryFetch(`${this.sinkUrl}/readyz`))?.ok === true, 20_000, "the sink to be ready");
   }
 
-  /** Starts (or restarts, keeping its claims) a kumod or tsa-daemon pod and waits for its startup probe. */
-  async startKumoPod(name: string): Promise<RunningContainer> {
-    const c = await this.launchKumoPod(name);
+  /** Starts (or restarts, keeping its claims) a pod of an image we run for real and waits for its startup probe. */
+  async startPod(name: string): Promise<RunningContainer> {
+    const c = await this.launchPod(name);
     const spec = containerOf(this.pods.get(name)?.workload as K8sObject);
     const probe = spec.startupProbe?.httpGet;
     if (!probe) throw new Error(`${name} has no HTTP startup probe to wait for`);
@@ -230,8 +258,8 @@ export class TestCluster {
     return c;
   }
 
-  /** Starts a KumoMTA pod's container without waiting for it to become ready. */
-  async launchKumoPod(
+  /** Starts a pod's container (KumoMTA's or CoreDNS's image) without waiting for it to become ready. */
+  async launchPod(
     name: string,
     overrides: { env?: Record<string, string>; args?: string[] } = {},
   ): Promise<RunningContainer> {
@@ -245,9 +273,9 @@ export class TestCluster {
     for (const m of resolveMounts(this.objects, pod.workload, c)) {
       let source: string;
       if (m.source.kind === "emptyDir")
-        source = await volumeDir(path.join(runDir, "volumes", m.name), security.runAsUser, security.fsGroup);
+        source = await volumeDir(path.join(runDir, "volumes", m.name), security.fsGroup);
       else if (m.source.kind === "claim")
-        source = await volumeDir(path.join(podDir, "claims", m.name), security.runAsUser, security.fsGroup);
+        source = await volumeDir(path.join(podDir, "claims", m.name), security.fsGroup);
       else
         source = await fileVolume(
           path.join(runDir, "volumes", m.name),
@@ -261,6 +289,9 @@ export class TestCluster {
       { target: "/etc/hosts", source: path.join(this.dir, "dns/hosts"), readOnly: true },
       { target: "/etc/resolv.conf", source: path.join(this.dir, "dns/resolv.conf"), readOnly: true },
     );
+    for (const sysctl of security.sysctls ?? []) {
+      await execa("nsenter", [...pod.host.nsenter, "sysctl", "-qw", `${sysctl.name}=${sysctl.value}`]);
+    }
     const container = await startContainer({
       name,
       host: pod.host,
@@ -272,13 +303,7 @@ export class TestCluster {
         ...overrides.env,
       },
       mounts,
-      image: [
-        { target: "/opt/kumomta/sbin/kumod", source: this.bundle.kumod, readOnly: true },
-        { target: "/opt/kumomta/sbin/tsa-daemon", source: this.bundle.tsaDaemon, readOnly: true },
-        { target: "/opt/kumomta/sbin/proxy-server", source: this.bundle.proxyServer, readOnly: true },
-        { target: "/opt/kumomta/share", source: this.bundle.share, readOnly: true },
-      ],
-      imageDirs: KUMO_IMAGE_DIRS,
+      ...this.imageOf(c.image),
       user: security.runAsUser,
       group: security.runAsGroup,
       fsGroup: security.fsGroup,
@@ -286,6 +311,24 @@ export class TestCluster {
     });
     this.running.set(name, container);
     return container;
+  }
+
+  /** The files of a container image, from the binaries under test. */
+  private imageOf(image: string): { image: Mount[]; imageDirs: string[] } {
+    const ro = (target: string, source: string): Mount => ({ target, source, readOnly: true });
+    if (image.startsWith("ghcr.io/kumocorp/kumomta:")) {
+      return {
+        image: [
+          ro("/opt/kumomta/sbin/kumod", this.bundle.kumod),
+          ro("/opt/kumomta/sbin/tsa-daemon", this.bundle.tsaDaemon),
+          ro("/opt/kumomta/sbin/proxy-server", this.bundle.proxyServer),
+          ro("/opt/kumomta/share", this.bundle.share),
+        ],
+        imageDirs: KUMO_IMAGE_DIRS,
+      };
+    }
+    if (image.startsWith("coredns/coredns:")) return { image: [ro("/coredns", this.bundle.coredns)], imageDirs: [] };
+    throw new Error(`no local stand-in for image ${image}`);
   }
 
   async stopRedis(): Promise<void> {

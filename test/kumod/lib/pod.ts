@@ -32,7 +32,8 @@ export interface ContainerSpec {
   imageDirs: string[];
   user: number;
   group: number;
-  fsGroup: number;
+  /** The pod's fsGroup, a supplementary group of the process when set. */
+  fsGroup?: number;
   /** Scratch directory of this container: its root assembly and log live here. */
   dir: string;
 }
@@ -49,7 +50,7 @@ export interface RunningContainer {
 }
 
 const q = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
-const SYSTEM_DIRS = ["usr", "etc"];
+const SYSTEM_DIRS = ["usr"];
 const MERGED_LINKS = ["bin", "sbin", "lib", "lib64"];
 
 function rootScript(spec: ContainerSpec, root: string): string {
@@ -57,6 +58,11 @@ function rootScript(spec: ContainerSpec, root: string): string {
   for (const d of SYSTEM_DIRS) {
     lines.push(`mkdir -p "$R/${d}"`, `mount --rbind /${d} "$R/${d}"`, `mount -o remount,bind,ro "$R/${d}"`);
   }
+  // /etc as an overlay of this machine's, so that volumes can be mounted inside it (/etc/coredns, /etc/sink).
+  lines.push(
+    'mkdir -p "$R/etc" "$R/.etc-upper" "$R/.etc-work"',
+    'mount -t overlay overlay -o lowerdir=/etc,upperdir="$R/.etc-upper",workdir="$R/.etc-work" "$R/etc"',
+  );
   for (const l of MERGED_LINKS) {
     lines.push(`if [ -L /${l} ]; then ln -s "$(readlink /${l})" "$R/${l}"; fi`);
   }
@@ -71,10 +77,10 @@ function rootScript(spec: ContainerSpec, root: string): string {
     lines.push(`mount --bind ${q(m.source)} ${target}`);
     if (m.readOnly) lines.push(`mount -o remount,bind,ro ${target}`);
   }
-  lines.push('mount -o remount,bind,ro "$R"');
+  lines.push('mount -o remount,ro "$R/etc"', 'mount -o remount,bind,ro "$R"');
   const env = Object.entries(spec.env).map(([k, v]) => q(`${k}=${v}`));
   lines.push(
-    `exec chroot --userspec=${spec.user}:${spec.group} --groups=${spec.fsGroup} "$R" /usr/bin/env -i ${env.join(" ")} ${spec.command.map(q).join(" ")}`,
+    `exec chroot --userspec=${spec.user}:${spec.group}${spec.fsGroup === undefined ? "" : ` --groups=${spec.fsGroup}`} "$R" /usr/bin/env -i ${env.join(" ")} ${spec.command.map(q).join(" ")}`,
   );
   return `${lines.join("\n")}\n`;
 }
@@ -114,11 +120,15 @@ export async function startContainer(spec: ContainerSpec): Promise<RunningContai
   };
 }
 
-/** A volume directory as the kubelet prepares it: owned by the pod user, group fsGroup, setgid. */
-export async function volumeDir(dir: string, user: number, fsGroup: number): Promise<string> {
+/** A volume directory as the kubelet prepares it: group fsGroup and setgid, or open to all without an fsGroup. */
+export async function volumeDir(dir: string, fsGroup: number | undefined): Promise<string> {
   await mkdir(dir, { recursive: true });
-  await chown(dir, user, fsGroup);
-  await chmod(dir, 0o2775);
+  if (fsGroup === undefined) {
+    await chmod(dir, 0o777);
+  } else {
+    await chown(dir, 0, fsGroup);
+    await chmod(dir, 0o2775);
+  }
   return dir;
 }
 
@@ -127,7 +137,7 @@ export async function fileVolume(
   dir: string,
   files: Record<string, string | Buffer>,
   mode: number,
-  group: number,
+  group = 0,
 ): Promise<string> {
   await mkdir(dir, { recursive: true });
   for (const [name, content] of Object.entries(files)) {

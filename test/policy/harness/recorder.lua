@@ -4,7 +4,7 @@
 -- It follows KumoMTA's documented API (docs/reference/kumo/*, events/*) and
 -- the public shape of assets/policy-extras/*.lua at KumoCorp/kumomta 3ebc1e85:
 -- the same option names, the same file lists, the same event registrations
--- and the same "first non-nil get_queue_config wins" rule. Constructors
+-- and the same get_queue_config rule (the first handler that returns a value wins). Constructors
 -- reject unknown keys and wrong types the way KumoMTA's serde layer does, so
 -- a policy that passes a string where KumoMTA wants a number fails here too.
 --
@@ -48,12 +48,24 @@ local SHIPPED_DEFAULT = {
   remember_broken_tls = '3 days',
 }
 
+-- What mx-dns answers (k8s/base/mx-dns/Corefile): provider-shaped MX hosts
+-- for the big providers' domains, mx1.<domain> for every other domain.
+local MX_DNS_HOSTS = {
+  ['gmail.com'] = 'gmail-smtp-in.l.google.com',
+  ['googlemail.com'] = 'gmail-smtp-in.l.google.com',
+  ['yahoo.com'] = 'mta5.am0.yahoodns.net',
+  ['aol.com'] = 'mta5.am0.yahoodns.net',
+  ['ymail.com'] = 'mta5.am0.yahoodns.net',
+  ['outlook.com'] = 'outlook-com.olc.protection.outlook.com',
+  ['hotmail.com'] = 'hotmail-com.olc.protection.outlook.com',
+  ['live.com'] = 'live-com.olc.protection.outlook.com',
+}
+
 -- Provider blocks of the shipped shaping.toml, matched the way KumoMTA does:
--- by the recipient domain's real MX, which exists only when the cluster can
--- resolve internet names. HARNESS_DNS=none simulates a cluster without it.
+-- by the suffix of the domain's MX host.
 local PROVIDERS = {
   google = {
-    domains = { ['gmail.com'] = 'gmail-smtp-in.l.google.com', ['googlemail.com'] = 'gmail-smtp-in.l.google.com' },
+    suffixes = { '.google.com', '.googlemail.com' },
     params = {
       enable_tls = 'Required',
       max_deliveries_per_connection = 50,
@@ -62,35 +74,46 @@ local PROVIDERS = {
     provider_connection_limit = 5,
   },
   yahoo = {
-    domains = { ['yahoo.com'] = 'mta5.am0.yahoodns.net' },
+    suffixes = { '.yahoodns.net' },
     params = { max_deliveries_per_connection = 20 },
   },
   outlook = {
-    domains = {
-      ['outlook.com'] = 'outlook-com.olc.protection.outlook.com',
-      ['hotmail.com'] = 'hotmail-com.olc.protection.outlook.com',
-    },
+    suffixes = { '.olc.protection.outlook.com' },
     params = { max_deliveries_per_connection = 50 },
     provider_connection_limit = 5,
   },
   orange = {
-    domains = { ['orange.fr'] = 'smtp-in.orange.fr' },
+    suffixes = { '.orange.fr' },
     params = { enable_tls = 'Required', max_deliveries_per_connection = 100 },
     provider_connection_limit = 2,
   },
 }
 
-local function dns_available()
-  return os.getenv 'HARNESS_DNS' ~= 'none'
+-- Set by kumo.dns.configure_resolver: until the policy points KumoMTA at
+-- mx-dns, an MX lookup would go to the pod's DNS (and from there to the
+-- internet), which the harness treats as an error.
+local resolver = nil
+
+local function mx_host(domain)
+  if resolver == nil then
+    error(string.format('MX lookup for %s before kumo.dns.configure_resolver pointed at mx-dns', domain), 0)
+  end
+  if domain:match '^%[' then
+    return nil
+  end
+  return MX_DNS_HOSTS[domain] or ('mx1.' .. domain)
 end
 
 local function lookup_provider(domain)
-  if not dns_available() then
+  local host = mx_host(domain)
+  if not host then
     return nil
   end
   for name, provider in pairs(PROVIDERS) do
-    if provider.domains[domain] then
-      return name, provider
+    for _, suffix in ipairs(provider.suffixes) do
+      if host:sub(-#suffix) == suffix then
+        return name, provider
+      end
     end
   end
 end
@@ -413,12 +436,32 @@ for _, level in ipairs { 'error', 'warn', 'info', 'debug' } do
 end
 
 function kumo.dns.lookup_mx(domain)
-  local _, provider = lookup_provider(domain)
-  if not provider then
-    error(string.format('MX lookup for %s failed (harness DNS)', domain), 2)
+  local host = mx_host(domain)
+  if not host then
+    error(string.format('MX lookup for %s failed: not a domain name', domain), 2)
   end
-  local host = provider.domains[domain]
   return { hosts = { host }, site_name = host }
+end
+
+-- The pod's own DNS: it knows the cluster's Services (HARNESS_DNS=none: it
+-- does not know mx-dns, as when the Service is missing).
+function kumo.dns.lookup_addr(name)
+  if os.getenv 'HARNESS_DNS' == 'none' or not name:match '%.svc%.' then
+    error(string.format('no record found for Query { name: Name("%s."), query_type: A }', name), 2)
+  end
+  record('kumo.dns.lookup_addr', { name = name })
+  return { '10.96.0.53' }
+end
+
+function kumo.dns.configure_resolver(params)
+  check_keys('kumo.dns.configure_resolver', params, set_of { 'name_servers', 'domain', 'search', 'options' })
+  for _, server in ipairs(params.name_servers or {}) do
+    if type(server) ~= 'string' or not server:match '^%[?[%x.:]+%]?:%d+$' then
+      error('kumo.dns.configure_resolver: name_servers entries must be "IP:PORT"', 2)
+    end
+  end
+  resolver = params
+  record('kumo.dns.configure_resolver', params)
 end
 
 function kumo.invoke_get_egress_path_config(domain, source, site_name)

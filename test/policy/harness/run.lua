@@ -26,6 +26,7 @@ package.path = table.concat({
 
 local json = require 'json'
 local H = require 'recorder'
+local kumo = require 'kumo'
 
 local policy_file, mode = arg[1], arg[2]
 local output = { ok = true, results = json.array {} }
@@ -58,10 +59,15 @@ local function resolve_queue(domain, tenant, campaign, routing_domain)
       .. domain
       .. (routing_domain and ('!' .. routing_domain) or ''),
   }
+  -- kumod moves to the next handler only when one returns no value at all; a
+  -- returned nil is converted and fails (crates/config/src/lib.rs).
   for _, handler in ipairs(H.handlers.get_queue_config or {}) do
-    local config = handler.fn(domain, tenant, campaign, routing_domain)
-    if config ~= nil then
-      result.queue_config = config
+    local returned = table.pack(handler.fn(domain, tenant, campaign, routing_domain))
+    if returned.n > 0 then
+      if returned[1] == nil then
+        error('error converting Lua nil to QueueConfig (handler from ' .. handler.by .. ')', 0)
+      end
+      result.queue_config = returned[1]
       result.answered_by = handler.by
       break
     end
@@ -78,7 +84,7 @@ local function resolve_queue(domain, tenant, campaign, routing_domain)
     end
     result.site_name = 'mx_list:' .. table.concat(labels, ',')
   else
-    result.site_name = 'mx:' .. (routing_domain or domain)
+    result.site_name = kumo.dns.lookup_mx(routing_domain or domain).site_name
   end
   local source_name, source = call_egress_events(result.queue_config)
   result.egress_source = source_name
