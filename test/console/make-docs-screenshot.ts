@@ -1,10 +1,13 @@
 /**
  * Makes docs/console.png: the console during a send-burst (1,000 messages at 200/s over gmail.com, yahoo.com,
  * outlook.com and example.com, as Tilt's send-burst button sends) against the real sink in the `realistic` scenario.
- * As kumod does in the cluster, each provider's mail goes to the sink's port for that provider's site (SINK_SITE_PORTS),
- * so the sink pushes back as that provider; example.com goes to the default port (site `other`). No cluster runs here, so three stand-in kumod pods replay the burst: they receive it at 200/s, and their delivery
- * counters follow what the real sink answered (accepted → delivered, 4xx → transfail, 5xx → fail). TSA's answers are
- * the ones its rules give for those replies. Run: npx tsx test/console/make-docs-screenshot.ts
+ * As kumod does in the cluster, each provider's mail goes to the sink's port for that provider's site
+ * (SINK_SITE_PORTS), so the sink pushes back as that provider; example.com goes to the default port (site `other`).
+ * No cluster runs here, so three stand-in kumod pods replay the burst: they receive it at 200/s, and their delivery
+ * counters follow what the real sink answered (accepted → delivered, 4xx → transfail, 5xx → fail). A stand-in TSA shows
+ * what its rules give for such replies: Yahoo's TSS04 override follows replies the sink really sent, the Gmail 4.7.28
+ * suspension is illustrative (at 50 recipients/s Google's site stays at the realistic scenario's limit, so the sink
+ * sends no 4.7.28 here). Run: npx tsx test/console/make-docs-screenshot.ts
  */
 import path from "node:path";
 import nodemailer from "nodemailer";

@@ -351,6 +351,67 @@ describe("faults", () => {
     );
   });
 
+  it("a sink outage defers everything, and every message arrives once when the sink recovers", async () => {
+    const domain = "outage.example";
+    await sinkScenario(cluster.sinkUrl, {
+      name: "test-outage",
+      directives: "off",
+      rules: [{ name: "outage", stage: "rcpt", domains: [domain], reply: "421 4.3.2 System not accepting messages" }],
+    });
+    const before = await sinkStats(cluster.sinkUrl);
+    let acceptedByKumods = 0;
+    for (const [k, url] of kumodUrls().entries()) {
+      const r = await inject(
+        url,
+        Array.from({ length: 30 }, (_, i) => `o${k}-${i}@${domain}`),
+        { authorization: auth() },
+      );
+      acceptedByKumods += r.result?.success_count ?? 0;
+    }
+    const deferred = async () =>
+      ((await sinkStats(cluster.sinkUrl)).domains[domain]?.deferred ?? 0) - (before.domains[domain]?.deferred ?? 0);
+    await waitFor(async () => (await deferred()) >= acceptedByKumods, 30_000, "the sink to defer every message");
+    const delivered = async () => accepted(await sinkStats(cluster.sinkUrl), domain) - accepted(before, domain);
+    expect(await delivered()).toBe(0);
+    const recovered = Date.now();
+    await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
+    // policy/queues.toml retries after 20 s, doubling up to 1 minute.
+    await waitFor(async () => (await delivered()) >= acceptedByKumods, 90_000, "every deferred message to arrive");
+    const took = (Date.now() - recovered) / 1000;
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await delivered()).toBe(acceptedByKumods);
+    summary.push(`sink outage: ${acceptedByKumods} deferred, all delivered once ${took.toFixed(0)} s after recovery`);
+  });
+
+  it("Redis going away and coming back loses nothing, and says whether kumod kept delivering", async () => {
+    const domain = "redis-drill.example";
+    await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
+    const before = accepted(await sinkStats(cluster.sinkUrl), domain);
+    const delivered = async () => accepted(await sinkStats(cluster.sinkUrl), domain) - before;
+    await cluster.stopRedis();
+    let acceptedByKumods = 0;
+    let refused = 0;
+    for (const [k, url] of kumodUrls().entries()) {
+      const r = await inject(
+        url,
+        Array.from({ length: 10 }, (_, i) => `r${k}-${i}@${domain}`),
+        { authorization: auth() },
+      );
+      acceptedByKumods += r.result?.success_count ?? 0;
+      refused += r.status === 200 ? (r.result?.fail_count ?? 0) : 10;
+    }
+    await new Promise((r) => setTimeout(r, 15_000));
+    const duringOutage = await delivered();
+    await cluster.startRedis();
+    await waitFor(async () => (await delivered()) >= acceptedByKumods, 120_000, "every accepted message to arrive");
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await delivered()).toBe(acceptedByKumods);
+    expect(acceptedByKumods + refused).toBe(10 * KUMODS);
+    summary.push(
+      `redis outage: kumod accepted ${acceptedByKumods} (refused ${refused}) without Redis and delivered ${duringOutage} of them before it came back; all ${acceptedByKumods} delivered once after`,
+    );
+  });
+
   it("ends kumod within seconds, saying why, when Dragonfly is unreachable or refuses the password", async () => {
     const expectQuickExit = async (overrides: { env?: Record<string, string> }) => {
       const started = Date.now();
