@@ -4,13 +4,20 @@ import cliProgress from "cli-progress";
 import { runMain, usageError } from "./lib/cli.ts";
 import { loadToolEnv, REPO_ROOT } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
-import { DEFAULT_DOMAINS, DEFAULT_TIMEOUT, type InjectOptions, parseInjectArgs } from "./lib/inject-args.ts";
+import {
+  DEFAULT_DOMAINS,
+  DEFAULT_RESTART_BUDGET,
+  DEFAULT_TIMEOUT,
+  type InjectOptions,
+  parseInjectArgs,
+} from "./lib/inject-args.ts";
 import { explain, explainHttpError } from "./lib/inject-errors.ts";
 import { bodyFrame, KUMOD_VERSION, requestTemplate, validatePayload } from "./lib/inject-payload.ts";
 import { type BatchSource, InjectRunner, type RunStats } from "./lib/inject-runner.ts";
 import { FileSource, GeneratedSource } from "./lib/inject-sources.ts";
 import { buildSummary, formatSummary, type Summary, verifyResult } from "./lib/inject-summary.ts";
 import { parseJsonWithLocation } from "./lib/json-location.ts";
+import { formatDuration } from "./lib/pacing.ts";
 import { RecipientGenerator } from "./lib/recipients.ts";
 import {
   getSinkStats,
@@ -31,7 +38,9 @@ Without --count it sends the payload file once, recipients as written. With --co
 file's recipients with N generated distinct addresses (<local-part><n>@<domain>), --batch per request.
 
 Connection (defaults come from the environment, then the repo's .env written by \`npm run seed\`):
-  --url URL               kumod HTTP API            [KUMO_HTTP_URL, default http://localhost:8000]
+  --url URL[,URL...]      kumod HTTP API            [KUMO_HTTP_URL, default http://localhost:8000]
+                          several, comma-separated: batches go to each in turn, and a batch whose kumod
+                          is restarting goes to the next one (the summary counts per kumod)
   -u, --user USER         basic-auth user           [KUMO_HTTP_USER]
   -p, --password PASS     basic-auth password       [KUMO_HTTP_PASSWORD]
                           (no credentials: none sent; a loopback port-forward is a trusted peer)
@@ -57,7 +66,11 @@ Load:
                           previous reply) [default: as fast as --concurrency allows]
   -d, --duration T        stop starting requests after T (30s, 2m, 1m30s); without --count generate
                           recipients until then
-  --retries N             retries of a 503 or a lost connection, exponential backoff [default 4]
+  --restart-budget T      how long a batch is retried while kumod restarts (503 "shutting down" or "waiting
+                          for spool startup", connection refused or lost): one pod's graceful stop, restart and
+                          spool start [default ${DEFAULT_RESTART_BUDGET}]
+  --retries N             retries of another 503 (load shedding, disk full) or a timeout, exponential
+                          backoff [default 4]
   --timeout T             give up on a request kumod has not answered after T [default ${DEFAULT_TIMEOUT}]
 Output:
   --json                  print the summary as one JSON object on stdout (exit_code and error say how it
@@ -80,8 +93,13 @@ Examples:
   npm run inject -- --payload my.json --user alice --password secret
 
 The summary: requests ok/failed/retried, recipients accepted/failed, kumod's error texts grouped, request
-latency p50/p95/p99 (send to response), achieved rate. 400/401/413/415/422 stop the run at once (every later
-request would fail the same way); a 500 is counted as a failed request and the run goes on.
+latency p50/p95/p99 (send to response), achieved rate, and per kumod when --url lists several.
+400/401/413/415/422 stop the run at once (every later request would fail the same way); a 500 is counted as a
+failed request and the run goes on.
+Accepted counts only kumod's 200 replies (success_count). A request whose connection broke after it was sent
+may have been spooled (kumod takes no idempotency key): it is resent, and its recipients are reported as
+"maybe twice" if the resend is accepted, or as "unknown" (neither accepted nor failed) if the batch is given up.
+While kumod restarts, stderr says which kumod is unavailable, why, and for how long.
 Ctrl-C stops sending, waits for the requests in flight and prints the summary of what was sent.
 
 Exit codes:
@@ -145,6 +163,46 @@ function buildSource(opts: InjectOptions, payload: Obj): { source: BatchSource; 
     return { source: new GeneratedSource(frame, gen, opts.batch), total: opts.count };
   }
   return { source: new FileSource(frame, fileRecipients, opts.batch), total: fileRecipients.length };
+}
+
+/** Lines about kumods going away and coming back, on stderr; over the progress bar's line when there is one. */
+function note(line: string): void {
+  process.stderr.write(`${process.stderr.isTTY ? "\r\u001b[K" : ""}${line}\n`);
+}
+
+/** A duration the way it is written on the command line: 2m, 90s, 1500ms. */
+function asFlag(ms: number): string {
+  if (ms === 0) return "0";
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}
+
+/** Says while the run waits which kumod is unavailable, why and for how long; returns the function that stops it. */
+function reportRestarts(runner: InjectRunner, several: boolean, budget: string, retries: number): () => void {
+  const limit = (restart: boolean) =>
+    restart ? ` (retried for up to --restart-budget ${budget})` : ` (retried up to --retries ${retries} times)`;
+  // A line when a kumod has been away for 5 s, then every 5 s while it stays away.
+  const every = 5000;
+  const lastNote = new Map<string, number>();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    for (const d of runner.downTargets()) {
+      if (now - Math.max(d.since, lastNote.get(d.url) ?? 0) < every) continue;
+      lastNote.set(d.url, now);
+      note(`still waiting for kumod ${d.url}: ${d.reason} for ${formatDuration(now - d.since)}${limit(d.restart)}`);
+    }
+  }, 500);
+  timer.unref();
+  runner.onTargetChange = (e) => {
+    if (e.kind === "up") note(`kumod ${e.url} answers again after ${formatDuration(e.downMs)}`);
+    else {
+      const meanwhile = several ? "; the other kumods take the batches meanwhile" : "";
+      note(
+        `waiting for kumod ${e.url}: ${e.reason}${e.restart ? " (restarting?)" : ""}${meanwhile}${limit(e.restart)}`,
+      );
+    }
+  };
+  return () => clearInterval(timer);
 }
 
 function injectEndpoint(base: string): URL {
@@ -251,11 +309,12 @@ async function main(argv: string[]): Promise<ExitCode> {
     return EXIT.ok;
   }
   const env = loadToolEnv();
-  const kumoUrl = opts.url ?? env.kumoUrl;
+  const urls = opts.urls ?? env.kumoUrl.split(",").map((u) => u.trim());
+  const kumoUrl = urls.join(",");
   const sinkUrl = opts.sinkUrl ?? env.sinkUrl;
   const user = opts.user ?? env.kumoUser;
   const password = opts.password ?? env.kumoPassword;
-  const endpoint = injectEndpoint(kumoUrl);
+  const targets = urls.map((url) => ({ url, endpoint: injectEndpoint(url) }));
   if (opts.verify) apiBaseUrl(sinkUrl, SINK_API);
   const { payload } = loadPayload(opts);
   const { source, total } = buildSource(opts, payload);
@@ -263,12 +322,13 @@ async function main(argv: string[]): Promise<ExitCode> {
 
   const runner = new InjectRunner(
     {
-      url: endpoint,
+      targets,
       authorization: basicAuth(user, password),
       concurrency: opts.concurrency,
       rate: opts.rate,
       durationMs: opts.durationMs,
       maxAttempts: opts.retries + 1,
+      restartBudgetMs: opts.restartBudgetMs,
       requestTimeoutMs: opts.timeoutMs,
     },
     source,
@@ -280,8 +340,13 @@ async function main(argv: string[]): Promise<ExitCode> {
     process.stderr.write("\nstopping: waiting for requests in flight (Ctrl-C again to quit now)\n");
     runner.stop();
   });
+  const budget = asFlag(opts.restartBudgetMs);
+  const stopReports = reportRestarts(runner, targets.length > 1, budget, opts.retries);
   const stopProgress = startProgress(opts, "inject ", total, () => runner.stats.recipientsSent);
-  const stats = await runner.run().finally(stopProgress);
+  const stats = await runner.run().finally(() => {
+    stopProgress();
+    stopReports();
+  });
 
   const summary = buildSummary(stats, {
     url: kumoUrl,
@@ -293,7 +358,7 @@ async function main(argv: string[]): Promise<ExitCode> {
   if (stats.fatal) {
     const f = stats.fatal;
     summary.error = explain(f.exitCode, f.reason, {
-      url: kumoUrl,
+      url: f.url ?? kumoUrl,
       user,
       envFile: env.envFile,
       batch: f.batch,
@@ -301,11 +366,14 @@ async function main(argv: string[]): Promise<ExitCode> {
       body: f.body,
       attempts: f.attempts,
       timeoutMs: opts.timeoutMs,
+      budget: f.budgetWaitedMs === undefined ? undefined : { waitedMs: f.budgetWaitedMs, text: budget },
     });
   }
   let sinkLost = false;
   if (before && !stats.fatal && !interrupted) {
-    const expected = opts.deferredGeneration ? stats.recipientsSent - stats.recipientsFailed : stats.recipientsAccepted;
+    const expected = opts.deferredGeneration
+      ? stats.recipientsSent - stats.recipientsFailed - stats.recipientsUnknown
+      : stats.recipientsAccepted;
     const { result, unreachable } = await waitForSink(opts, sinkUrl, before, expected, () => interrupted);
     summary.verify = result;
     if (!result.complete) {

@@ -21,6 +21,15 @@ export interface PoolOptions {
   timeoutMs: number;
 }
 
+/**
+ * Whether a failed request may have reached the server: true once its connection was established (the request was
+ * written to it), false when the connection was never made (refused, no route). A server that read the request may
+ * have acted on it even though no answer came back.
+ */
+export function requestMayHaveArrived(err: unknown): boolean {
+  return (err as { requestSent?: boolean }).requestSent !== false;
+}
+
 function netError(code: string, message: string): NodeJS.ErrnoException {
   const e = new Error(message) as NodeJS.ErrnoException;
   e.code = code;
@@ -89,10 +98,14 @@ class Connection {
   private current?: { resolve: (r: HttpResponse) => void; reject: (e: Error) => void };
   closed = false;
   reusable = true;
+  private connected = false;
 
   constructor(opts: PoolOptions, onClose: (c: Connection) => void) {
     this.socket = net.connect({ host: opts.host, port: opts.port, noDelay: true });
     this.socket.setTimeout(opts.timeoutMs);
+    this.socket.on("connect", () => {
+      this.connected = true;
+    });
     this.socket.on("data", (d: Buffer) => this.onData(d));
     this.socket.on("timeout", () => this.socket.destroy(netError("ETIMEDOUT", "request timed out")));
     this.socket.on("error", (e) => this.fail(e));
@@ -117,7 +130,10 @@ class Connection {
     const c = this.current;
     this.current = undefined;
     this.reusable = false;
-    c?.reject(e);
+    if (c) {
+      (e as { requestSent?: boolean }).requestSent = this.connected;
+      c.reject(e);
+    }
   }
 
   private finish(status: number, body: Buffer, rest: number) {

@@ -5,7 +5,8 @@ import { httpUrlProblem, KUMOD_API, SINK_API } from "./urls.ts";
 
 export interface InjectOptions {
   help: boolean;
-  url?: string;
+  /** --url, split at commas: one or more kumod HTTP APIs, sent to in turn. */
+  urls?: string[];
   user?: string;
   password?: string;
   payload?: string;
@@ -23,6 +24,8 @@ export interface InjectOptions {
   verifyTimeoutMs: number;
   sinkUrl?: string;
   retries: number;
+  /** How long a batch keeps being retried while kumod restarts (503 "shutting down", connection refused). */
+  restartBudgetMs: number;
   /** How long one request may wait for kumod's answer. */
   timeoutMs: number;
   progress: boolean;
@@ -31,6 +34,15 @@ export interface InjectOptions {
 export const DEFAULT_DOMAINS = "example.com";
 /** Far above a healthy kumod's answer to a 2 MiB request, far below the two minutes users waited before. */
 export const DEFAULT_TIMEOUT = "30s";
+/**
+ * One kumod pod's whole restart: the graceful stop answers 503 "shutting down" for about 3 s (longer while
+ * deliveries finish), then the pod is gone until the StatefulSet has a new one listening: seconds to tens of seconds
+ * with the image present (a preStop sleep, the spool PVC re-attached, spool enumeration), plus the port-forward
+ * following the new pod. Two minutes covers that with room to spare, and still ends a run whose kumod is
+ * crash-looping or stuck within minutes instead of hanging it. A rolling restart takes the pods one at a time, so each
+ * outage is one pod's restart and needs no more.
+ */
+export const DEFAULT_RESTART_BUDGET = "2m";
 
 function positiveInt(name: string, text: string | undefined, max: number): number | undefined {
   if (text === undefined) return undefined;
@@ -48,6 +60,23 @@ function duration(name: string, text: string | undefined): number | undefined {
   if (ms === undefined || ms <= 0)
     throw new Error(`--${name} must be a duration like 30s, 2m, 1m30s or 1500ms, got "${text}"`);
   return ms;
+}
+
+/** Like a duration, but 0 is allowed: give up at the first restart sign, as a run without this budget would. */
+function restartBudget(text: string): number {
+  const ms = parseDurationMs(text);
+  if (ms === undefined || ms > 3_600_000)
+    throw new Error(`--restart-budget must be a duration from 0 to 1h like 2m, 90s or 0, got "${text}"`);
+  return ms;
+}
+
+/** "http://a:8000, http://b:8000" → both URLs; an empty entry (a stray comma) is an error, not a URL to skip. */
+export function splitUrls(text: string): string[] {
+  const urls = text.split(",").map((u) => u.trim());
+  const dupe = urls.find((u, i) => urls.indexOf(u) !== i);
+  if (urls.some((u) => u === "")) throw new Error(`--url "${text}" has an empty entry: give URLs separated by commas`);
+  if (dupe !== undefined) throw new Error(`--url lists ${dupe} twice: give each kumod once`);
+  return urls;
 }
 
 /** Pure: argv → options, or an Error whose message is meant for the user (exit code "usage"). */
@@ -76,6 +105,7 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
       "verify-timeout": { type: "string" },
       "sink-url": { type: "string" },
       retries: { type: "string" },
+      "restart-budget": { type: "string" },
       timeout: { type: "string" },
       "no-progress": { type: "boolean" },
     },
@@ -101,17 +131,19 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
   }
   const localPart = values["local-part"] ?? "user";
   checkLocalPart(localPart);
-  for (const [flag, api] of [
-    ["url", KUMOD_API],
-    ["sink-url", SINK_API],
+  const urls = values.url === undefined ? undefined : splitUrls(values.url);
+  for (const [flag, api, list] of [
+    ["url", KUMOD_API, urls ?? []],
+    ["sink-url", SINK_API, values["sink-url"] === undefined ? [] : [values["sink-url"]]],
   ] as const) {
-    const text = values[flag];
-    const problem = text === undefined ? undefined : httpUrlProblem(text);
-    if (problem !== undefined) throw new Error(`--${flag} "${text}" ${problem}: give it like ${api.example}`);
+    for (const text of list) {
+      const problem = httpUrlProblem(text);
+      if (problem !== undefined) throw new Error(`--${flag} "${text}" ${problem}: give it like ${api.example}`);
+    }
   }
   return {
     help: values.help ?? false,
-    url: values.url,
+    urls,
     user: values.user,
     password: values.password,
     payload: values.payload,
@@ -129,6 +161,7 @@ export function parseInjectArgs(argv: string[]): InjectOptions {
     verifyTimeoutMs: duration("verify-timeout", values["verify-timeout"]) ?? 120_000,
     sinkUrl: values["sink-url"],
     retries,
+    restartBudgetMs: restartBudget(values["restart-budget"] ?? DEFAULT_RESTART_BUDGET),
     timeoutMs: duration("timeout", values.timeout ?? DEFAULT_TIMEOUT) as number,
     progress: !(values["no-progress"] ?? false),
   };

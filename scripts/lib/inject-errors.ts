@@ -1,4 +1,5 @@
 import { EXIT, type ExitCode } from "./exit-codes.ts";
+import { formatDuration } from "./pacing.ts";
 
 /** How the injector reacts to one HTTP outcome from kumod (documented in kumomta.md §2). */
 export type Outcome =
@@ -32,10 +33,27 @@ export function classifyStatus(status: number): Outcome {
   return { kind: "failed", exitCode: EXIT.httpError, reason: String(status) };
 }
 
-/** Exponential backoff with full jitter: 200 ms, 400 ms, 800 ms ... capped at 5 s. */
-export function backoffMs(attempt: number, random: number): number {
-  const ceiling = Math.min(5000, 200 * 2 ** attempt);
+/** Exponential backoff with half jitter: up to 200 ms, 400 ms, 800 ms ... capped at `capMs` (5 s). */
+export function backoffMs(attempt: number, random: number, capMs = 5000): number {
+  const ceiling = Math.min(capMs, 200 * 2 ** attempt);
   return Math.round(ceiling / 2 + (ceiling / 2) * random);
+}
+
+/**
+ * Backoff cap while a target restarts: a probe of a restarting pod costs one refused connection or one 503 (neither
+ * accepts anything), so probing every 2 s at most notices the restarted pod within 2 s.
+ */
+export const RESTART_BACKOFF_CAP_MS = 2000;
+
+/**
+ * Whether a failed attempt looks like a kumod pod restarting, which the run rides out for --restart-budget: a 503
+ * "shutting down" (graceful stop, about 3 s) or "waiting for spool startup" (the new pod), or a connection refused or
+ * broken (the pod is gone, or its port-forward died with it). Other 503s (load shedding, disk too full) and
+ * timeouts say kumod is overloaded or stuck: those keep the --retries limit.
+ */
+export function isRestartSign(status: number | undefined, bodyOrCode: string): boolean {
+  if (status === 503) return /shutting down|waiting for spool startup/i.test(bodyOrCode);
+  return status === undefined && ["ECONNREFUSED", "ECONNRESET", "EPIPE"].includes(bodyOrCode);
 }
 
 /** kumod's per-recipient errors read `<email>: <error>`; grouping is by the error text alone. */
@@ -68,6 +86,8 @@ export interface HintContext {
   bodyBytes: number;
   body: string;
   attempts: number;
+  /** Set when the batch was given up because kumod stayed unavailable for longer than --restart-budget. */
+  budget?: { waitedMs: number; text: string };
 }
 
 /** The message and the fix printed for a fatal outcome. */
@@ -75,6 +95,15 @@ export function explain(exitCode: ExitCode, reason: string, ctx: HintContext): {
   const text = ctx.body.trim() || "(empty body)";
   switch (exitCode) {
     case EXIT.kumodUnreachable:
+      if (ctx.budget) {
+        return {
+          message: `cannot reach kumod at ${ctx.url} (${reason}) for ${formatDuration(ctx.budget.waitedMs)}, longer than --restart-budget ${ctx.budget.text}`,
+          hint:
+            "kumod answered earlier in this run, then went away and did not come back in time: is the pod " +
+            "crash-looping or stuck in Pending (`npm run status`, the kumod logs in the Tilt UI)? Is the " +
+            "port-forward back (`npm run doctor`)? If a restart here takes longer, raise --restart-budget.",
+        };
+      }
       if (reason === "ETIMEDOUT") {
         return {
           message: `kumod at ${ctx.url} did not answer a request within ${ctx.timeoutMs / 1000} s (--timeout)`,
@@ -111,6 +140,14 @@ export function explain(exitCode: ExitCode, reason: string, ctx: HintContext): {
         hint: `The request body limit is 2 MiB: use a smaller --batch, e.g. --batch ${suggestBatch(ctx.batch, ctx.bodyBytes)}.`,
       };
     case EXIT.unavailable:
+      if (ctx.budget) {
+        return {
+          message: `kumod answered 503 for ${formatDuration(ctx.budget.waitedMs)}, longer than --restart-budget ${ctx.budget.text} (${ctx.attempts} attempts): ${text}`,
+          hint:
+            "A pod restart normally ends well within that. Check `npm run status` and the kumod logs in the Tilt " +
+            "UI (a stop waiting for pending activities can take minutes); raise --restart-budget if it is expected.",
+        };
+      }
       return {
         message: `kumod answered 503 on ${ctx.attempts} attempts in a row: ${text}`,
         hint:

@@ -1,5 +1,6 @@
 import type { ExitCode } from "./exit-codes.ts";
 import type { RunStats } from "./inject-runner.ts";
+import type { TargetCounts } from "./inject-targets.ts";
 import { formatDuration } from "./pacing.ts";
 import type { SinkDelta } from "./sink-api.ts";
 
@@ -19,7 +20,15 @@ export interface Summary {
   exit_code: ExitCode;
   interrupted: boolean;
   requests: { sent: number; ok: number; failed: number; retries: number };
-  recipients: { sent: number; accepted: number; failed: number };
+  /**
+   * sent = accepted + failed + unknown. accepted: success_count of 200 replies; failed: fail_count of 200 replies and
+   * batches given up without ever reaching kumod; unknown: batches given up after a connection broke once the request
+   * was sent (kumod may have spooled them); maybe_duplicated: accepted on a retry after such a broken attempt (kumod
+   * may hold them twice; counted once in accepted).
+   */
+  recipients: { sent: number; accepted: number; failed: number; unknown: number; maybe_duplicated: number };
+  /** Per kumod given in --url, in that order. */
+  targets: TargetCounts[];
   errors: { text: string; count: number }[];
   latency_ms: { p50: number; p95: number; p99: number; max: number };
   elapsed_s: number;
@@ -41,7 +50,14 @@ export function buildSummary(
     exit_code: info.exitCode,
     interrupted: info.interrupted,
     requests: { sent: s.requestsSent, ok: s.requestsOk, failed: s.requestsFailed, retries: s.retries },
-    recipients: { sent: s.recipientsSent, accepted: s.recipientsAccepted, failed: s.recipientsFailed },
+    recipients: {
+      sent: s.recipientsSent,
+      accepted: s.recipientsAccepted,
+      failed: s.recipientsFailed,
+      unknown: s.recipientsUnknown,
+      maybe_duplicated: s.recipientsMaybeDuplicated,
+    },
+    targets: s.targets,
     errors: [...s.errors.entries()].map(([text, count]) => ({ text, count })).sort((a, b) => b.count - a.count),
     latency_ms: {
       p50: round(s.latency.percentileMs(50), 2),
@@ -88,7 +104,7 @@ export function formatSummary(sum: Summary): string {
   const lines: string[] = [];
   const r = sum.recipients;
   // A run where every recipient failed must not read like a successful one ("sent ... at 10 recipients/s").
-  const nothingAccepted = r.sent > 0 && r.failed === r.sent;
+  const nothingAccepted = r.sent > 0 && r.failed + r.unknown === r.sent;
   const head = sum.interrupted ? "interrupted after" : nothingAccepted ? "nothing accepted:" : "sent";
   const what = `${plural(r.sent, "recipient")} in ${plural(sum.requests.sent, "request")}`;
   lines.push(
@@ -97,7 +113,21 @@ export function formatSummary(sum: Summary): string {
   lines.push(
     `  requests    ${n(sum.requests.ok)} ok, ${n(sum.requests.failed)} failed, ${n(sum.requests.retries)} retries`,
   );
-  lines.push(`  recipients  ${n(r.accepted)} accepted, ${n(r.failed)} failed`);
+  const unknown = r.unknown > 0 ? `, ${n(r.unknown)} unknown (connection lost after sending: kumod may have them)` : "";
+  const dup =
+    r.maybe_duplicated > 0
+      ? `, ${n(r.maybe_duplicated)} of the accepted maybe twice (resent after a lost connection)`
+      : "";
+  lines.push(`  recipients  ${n(r.accepted)} accepted, ${n(r.failed)} failed${unknown}${dup}`);
+  if (sum.targets.length > 1) {
+    lines.push("  per kumod:");
+    for (const t of sum.targets) {
+      const down = t.requests.unavailable > 0 ? `, ${n(t.requests.unavailable)} unavailable (503 or no answer)` : "";
+      lines.push(
+        `    ${t.url}  ${n(t.recipients.accepted)} accepted, ${n(t.recipients.failed)} failed; ${plural(t.requests.ok, "request")} ok${down}`,
+      );
+    }
+  }
   const l = sum.latency_ms;
   // No answer at all (refused, timed out) leaves no latency to show.
   if (l.max > 0) lines.push(`  latency     p50 ${l.p50} ms, p95 ${l.p95} ms, p99 ${l.p99} ms, max ${l.max} ms`);

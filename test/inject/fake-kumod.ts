@@ -1,5 +1,6 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /**
  * A stand-in for kumod's POST /api/inject/v1 that enforces the documented contract (kumomta.md §2-3):
@@ -17,6 +18,11 @@ export interface FakeKumodOptions {
   topFields?: string[];
   /** Recipients whose local part contains this are rejected in the 200 reply. */
   rejectMarker?: string;
+  /**
+   * Inject requests (counted from 0) that are spooled and then get no reply: the connection is destroyed, as when
+   * kumod dies after spooling. Recorded with status 200 and `dropped`.
+   */
+  dropAfterSpool?: number[];
   /** Called after the reply for every recipient accepted (verify tests deliver them to the real sink). */
   onAccepted?: (email: string, payload: Record<string, unknown>) => Promise<void>;
 }
@@ -27,6 +33,15 @@ export interface ReceivedRequest {
   recipients: string[];
   body: Record<string, unknown> | undefined;
   authorization?: string;
+  /** Spooled, but the connection was destroyed instead of answering. */
+  dropped?: boolean;
+}
+
+/** When a scripted restart went through its phases (performance.now() clock of the test process). */
+export interface RestartTimes {
+  sheddingFrom: number;
+  goneFrom: number;
+  backFrom: number;
 }
 
 const TOP = [
@@ -55,24 +70,65 @@ export class FakeKumod {
   readonly requests: ReceivedRequest[] = [];
   private server?: http.Server;
   private scriptIndex = 0;
+  private injectIndex = 0;
+  /** Answers 503 "Error: shutting down" to every inject, like a kumod in its graceful stop. */
+  private shuttingDown = false;
+  private port = 0;
+  private closed = false;
+  /** Every inject request is read and its connection destroyed without a reply, nothing spooled. */
+  dropEverything = false;
   url = "";
 
   constructor(private readonly opts: FakeKumodOptions = {}) {}
 
+  /** Recipients spooled (a 200, or spooled and then dropped): what a real kumod would deliver. */
   get recipientsAccepted(): number {
     return this.requests.filter((r) => r.status === 200).reduce((s, r) => s + r.recipients.length, 0);
   }
 
   async start(): Promise<this> {
-    this.server = http.createServer((req, res) => this.handle(req, res));
-    await new Promise<void>((r) => this.server?.listen(0, "127.0.0.1", r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    await this.listen(0);
+    this.url = `http://127.0.0.1:${this.port}`;
     return this;
   }
 
+  private async listen(port: number): Promise<void> {
+    const server = http.createServer((req, res) => this.handle(req, res));
+    this.server = server;
+    await new Promise<void>((r) => server.listen(port, "127.0.0.1", r));
+    this.port = (server.address() as AddressInfo).port;
+  }
+
+  /** For good: a scripted restart still under way does not listen again. */
   async close(): Promise<void> {
-    this.server?.closeAllConnections();
-    await new Promise<void>((r) => this.server?.close(() => r()));
+    this.closed = true;
+    await this.stopListening();
+  }
+
+  private async stopListening(): Promise<void> {
+    const server = this.server;
+    if (!server?.listening) return;
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  /**
+   * A kumod pod restarting as measured against the real kumod: once `afterAccepted` recipients are spooled, it
+   * answers 503 "Error: shutting down" for `sheddingMs`, then its listener is gone (connections refused, open ones
+   * dropped) for `goneMs` (`Infinity`: never back), then it listens again on the same port with nothing lost.
+   */
+  async restart(opts: { afterAccepted: number; sheddingMs: number; goneMs: number }): Promise<RestartTimes> {
+    while (this.recipientsAccepted < opts.afterAccepted && !this.closed) await sleep(5);
+    const sheddingFrom = performance.now();
+    this.shuttingDown = true;
+    await sleep(opts.sheddingMs);
+    const goneFrom = performance.now();
+    await this.stopListening();
+    this.shuttingDown = false;
+    if (opts.goneMs === Number.POSITIVE_INFINITY) return { sheddingFrom, goneFrom, backFrom: Number.NaN };
+    await sleep(opts.goneMs);
+    if (!this.closed) await this.listen(this.port);
+    return { sheddingFrom, goneFrom, backFrom: performance.now() };
   }
 
   private reply(res: http.ServerResponse, rec: ReceivedRequest, status: number, text: string) {
@@ -111,6 +167,13 @@ export class FakeKumod {
       }
     }
     if (tooLarge) return this.reply(res, rec, 413, "Failed to buffer the request body: length limit exceeded");
+    if (this.shuttingDown) return this.reply(res, rec, 503, "Error: shutting down");
+    const index = this.injectIndex++;
+    if (this.dropEverything) {
+      this.requests.push(rec);
+      res.socket?.destroy();
+      return;
+    }
     const scripted = this.opts.script?.[this.scriptIndex];
     if (scripted !== undefined) {
       this.scriptIndex++;
@@ -160,6 +223,13 @@ export class FakeKumod {
       (e) => this.opts.rejectMarker !== undefined && e.includes(this.opts.rejectMarker),
     );
     const accepted = rec.recipients.filter((e) => !failed.includes(e));
+    if (this.opts.dropAfterSpool?.includes(index)) {
+      rec.status = 200;
+      rec.dropped = true;
+      this.requests.push(rec);
+      res.socket?.destroy();
+      return;
+    }
     this.reply(
       res,
       rec,

@@ -63,7 +63,7 @@ describe("recipient and request counts", () => {
     expect(Math.max(...k.requests.map((q) => q.recipients.length))).toBe(Math.min(batch, count));
     const s = summaryOf(r.stdout);
     expect(s.requests).toEqual({ sent: requests, ok: requests, failed: 0, retries: 0 });
-    expect(s.recipients).toEqual({ sent: count, accepted: count, failed: 0 });
+    expect(s.recipients).toEqual({ sent: count, accepted: count, failed: 0, unknown: 0, maybe_duplicated: 0 });
   });
 
   it("spreads generated recipients over weighted domains exactly", async () => {
@@ -237,7 +237,7 @@ describe("kumod's answers", () => {
     const r = await inject(["--payload", p, "--json"], { KUMO_HTTP_URL: k.url });
     expect(r.exitCode).toBe(9);
     const s = summaryOf(r.stdout);
-    expect(s.recipients).toEqual({ sent: 3, accepted: 1, failed: 2 });
+    expect(s.recipients).toEqual({ sent: 3, accepted: 1, failed: 2, unknown: 0, maybe_duplicated: 0 });
     expect(s.errors).toEqual([{ text: "550 5.7.1 rejected by policy", count: 2 }]);
   });
 
@@ -249,7 +249,7 @@ describe("kumod's answers", () => {
     expect(r.exitCode).toBe(10);
     const s = summaryOf(r.stdout);
     expect(s.requests).toMatchObject({ sent: 3, ok: 2, failed: 1 });
-    expect(s.recipients).toEqual({ sent: 30, accepted: 20, failed: 10 });
+    expect(s.recipients).toEqual({ sent: 30, accepted: 20, failed: 10, unknown: 0, maybe_duplicated: 0 });
     expect(s.errors[0]?.text).toBe("HTTP 500: Error: scripted 500");
     expect(s.error?.message).toBe("1 of 3 requests failed: kumod answered HTTP 500: Error: scripted 500");
     expect(r.stderr).toMatch(/^error: 1 of 3 requests failed: kumod answered HTTP 500/m);
@@ -280,7 +280,11 @@ describe("kumod's answers", () => {
     expect(Date.now() - started).toBeLessThan(20_000);
     expect(r.stderr).toContain(`error: kumod at ${url} did not answer a request within 1 s (--timeout)`);
     expect(r.stderr).toMatch(/^hint: Something holds that port but sends no HTTP answer/m);
-    expect(summaryOf(r.stdout)).toMatchObject({ exit_code: 4, recipients: { sent: 1, accepted: 0, failed: 1 } });
+    // The request went out and got no answer: kumod may still spool it, so it is neither accepted nor failed.
+    expect(summaryOf(r.stdout)).toMatchObject({
+      exit_code: 4,
+      recipients: { sent: 1, accepted: 0, failed: 0, unknown: 1 },
+    });
   });
 
   it("says how to fix a refused connection", async () => {
@@ -367,6 +371,9 @@ describe("bad input", () => {
       "--batch",
       "--rate",
       "--verify-timeout",
+      "--restart-budget T      how long a batch is retried while kumod restarts",
+      "[default 2m]",
+      "--url URL[,URL...]",
       "--timeout T             give up on a request kumod has not answered after T [default 30s]",
       "KUMO_HTTP_URL",
       "Examples:",
@@ -398,10 +405,14 @@ describe("output", () => {
         "rate",
         "recipients",
         "requests",
+        "targets",
         "url",
         "verify",
       ].sort(),
     );
+    expect(s.targets).toEqual([
+      { url: k.url, requests: { sent: 10, ok: 10, unavailable: 0 }, recipients: { accepted: 500, failed: 0 } },
+    ]);
     expect(s.latency_ms.p50).toBeGreaterThan(0);
     expect(s.latency_ms.p99).toBeGreaterThanOrEqual(s.latency_ms.p50);
     expect(s.rate.recipients_per_s).toBeGreaterThan(0);
