@@ -7,6 +7,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseShapingOverrides } from "../../scripts/lib/tsa-config.ts";
+import { repoRoot } from "../k8s/render.ts";
 import { bundleFromEnv } from "./lib/bundle.ts";
 import { accepted, basic, http, inject, metricSum, sinkScenario, sinkStats } from "./lib/client.ts";
 import { TestCluster, tail } from "./lib/cluster.ts";
@@ -356,6 +357,53 @@ describe("faults", () => {
     expect(await delivered()).toBe(acceptedByKumod);
     summary.push(
       `restart: kumod-1 stopped under load after accepting ${acceptedByKumod} (${refused} refused while it stopped); all ${acceptedByKumod} delivered once after restart`,
+    );
+  });
+
+  it("the injector rides out a kumod restart over the other kumods, and its counts match the sink's", async () => {
+    const domain = "ride.example";
+    const count = 1200;
+    await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
+    const before = accepted(await sinkStats(cluster.sinkUrl), domain);
+    const { httpUser, httpPassword } = cluster.credentials;
+    const run = execa(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "scripts/inject.ts",
+        ...["--url", kumodUrls().join(","), "-u", httpUser, "-p", httpPassword],
+        ...["--count", String(count), "--rate", "150", "--batch", "10", "--domains", domain],
+        ...["--restart-budget", "90s", "--json", "--no-progress"],
+      ],
+      { cwd: repoRoot, reject: false },
+    );
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(await cluster.container("kumod-1").stop("SIGTERM", 60_000)).toBe(0);
+    await cluster.startPod("kumod-1");
+    const result = await run;
+    expect(result.exitCode, `${result.stderr}\n${result.stdout}`).toBe(0);
+    const out = JSON.parse(result.stdout) as {
+      recipients: { accepted: number; failed: number; unknown: number; maybe_duplicated: number };
+      targets: { url: string; recipients: { accepted: number } }[];
+    };
+    expect(out.recipients.accepted + out.recipients.failed + out.recipients.unknown).toBe(count);
+    expect(out.recipients.failed).toBe(0);
+    const delivered = async () => accepted(await sinkStats(cluster.sinkUrl), domain) - before;
+    await waitFor(
+      async () => (await delivered()) >= out.recipients.accepted,
+      120_000,
+      "every accepted message to arrive",
+    );
+    await new Promise((r) => setTimeout(r, 3000));
+    const arrived = await delivered();
+    expect(arrived).toBeGreaterThanOrEqual(out.recipients.accepted);
+    expect(arrived).toBeLessThanOrEqual(
+      out.recipients.accepted + out.recipients.maybe_duplicated + out.recipients.unknown,
+    );
+    const perKumod = out.targets.map((t) => t.recipients.accepted);
+    summary.push(
+      `injector: ${out.recipients.accepted} of ${count} accepted across a kumod-1 restart (per kumod ${perKumod.join("/")}, unknown ${out.recipients.unknown}, maybe duplicated ${out.recipients.maybe_duplicated}); the sink got ${arrived}`,
     );
   });
 
