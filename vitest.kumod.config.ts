@@ -4,7 +4,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/kumod/**/*.test.ts"],
-    testTimeout: 180_000,
+    testTimeout: 360_000,
     hookTimeout: 240_000,
     pool: "forks",
     fileParallelism: false,

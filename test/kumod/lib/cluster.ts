@@ -1,7 +1,7 @@
 /**
  * The many-nodes architecture as processes: the local overlay rendered with freshly seeded credentials, each pod of
- * it started from its manifest (see manifests.ts and pod.ts) in its own network namespace on one bridge, cluster DNS
- * as an /etc/hosts built from the Services, Debian's redis-server in Dragonfly's place and the project's own sink.
+ * it started from its manifest (see manifests.ts and pod.ts) in its own network namespace on one bridge, a CoreDNS
+ * that knows the Services as the cluster DNS, Debian's redis-server in Dragonfly's place and the project's own sink.
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -17,8 +17,6 @@ export interface ClusterOptions {
   bundle: Bundle;
   kumods?: number;
   tsas?: number;
-  /** Pods not to start with the rest (a test starts them itself). */
-  deferred?: string[];
 }
 
 interface PodRecord {
@@ -54,12 +52,11 @@ export class TestCluster {
     try {
       await cluster.addPods();
       await cluster.startClusterDns();
-      const deferred = new Set(opts.deferred ?? []);
       await cluster.startRedis();
       await cluster.startSink();
       await cluster.startPod("mx-dns-0");
       const startAll = async (prefix: string) => {
-        const names = [...cluster.pods.keys()].filter((n) => n.startsWith(prefix) && !deferred.has(n));
+        const names = [...cluster.pods.keys()].filter((n) => n.startsWith(prefix));
         await Promise.all(names.map((n) => cluster.startPod(n)));
       };
       await startAll("tsa-");
@@ -99,10 +96,6 @@ export class TestCluster {
 
   get sinkUrl(): string {
     return `http://${this.ip("sink-0")}:8025`;
-  }
-
-  podNames(prefix: string): string[] {
-    return [...this.pods.keys()].filter((n) => n.startsWith(prefix));
   }
 
   container(pod: string): RunningContainer {
@@ -382,9 +375,9 @@ async function redisPing(host: PodHost, port: string, password: string): Promise
   return r.stdout.trim() === "PONG";
 }
 
-export async function tryFetch(url: string, init?: RequestInit): Promise<Response | undefined> {
+async function tryFetch(url: string): Promise<Response | undefined> {
   try {
-    return await fetch(url, { ...init, signal: AbortSignal.timeout(5000) });
+    return await fetch(url, { signal: AbortSignal.timeout(5000) });
   } catch {
     return undefined;
   }
