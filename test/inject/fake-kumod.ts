@@ -1,6 +1,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach } from "vitest";
 
 /**
  * A stand-in for kumod's POST /api/inject/v1 that enforces the documented contract (kumomta.md §2-3):
@@ -244,4 +245,17 @@ export class FakeKumod {
     // Like kumod: reply once spooled, deliver afterwards.
     for (const e of accepted) void this.opts.onAccepted?.(e, body);
   }
+}
+
+/** Fake kumods for one test file: each test's servers are closed after it. */
+export function fakeKumods(): (opts?: FakeKumodOptions) => Promise<FakeKumod> {
+  const servers: FakeKumod[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+  });
+  return async (opts = {}) => {
+    const k = await new FakeKumod(opts).start();
+    servers.push(k);
+    return k;
+  };
 }

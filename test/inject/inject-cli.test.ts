@@ -4,18 +4,10 @@ import net, { type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { FakeKumod, type FakeKumodOptions } from "./fake-kumod.ts";
+import { fakeKumods } from "./fake-kumod.ts";
 import { inject, ROOT, summaryOf } from "./run-inject.ts";
 
-const servers: FakeKumod[] = [];
-async function kumod(opts: FakeKumodOptions = {}): Promise<FakeKumod> {
-  const k = await new FakeKumod(opts).start();
-  servers.push(k);
-  return k;
-}
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const kumod = fakeKumods();
 
 /** Other servers on loopback (not kumod), closed with their connections after each test like the fake kumods. */
 const others: { server: net.Server; sockets: Set<net.Socket> }[] = [];

@@ -1,5 +1,5 @@
-import { afterEach, describe, expect, it } from "vitest";
-import { FakeKumod, type FakeKumodOptions } from "./fake-kumod.ts";
+import { describe, expect, it } from "vitest";
+import { type FakeKumod, fakeKumods } from "./fake-kumod.ts";
 import { closedUrl, inject, summaryOf } from "./run-inject.ts";
 
 /**
@@ -7,15 +7,7 @@ import { closedUrl, inject, summaryOf } from "./run-inject.ts";
  * while, then no listener (connection refused), then back on the same port. Accepted counts must match what the
  * server spooled exactly: nothing lost, nothing counted twice, nothing refused counted as accepted.
  */
-const servers: FakeKumod[] = [];
-async function kumod(opts: FakeKumodOptions = {}): Promise<FakeKumod> {
-  const k = await new FakeKumod(opts).start();
-  servers.push(k);
-  return k;
-}
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const kumod = fakeKumods();
 
 const RESTART_FLAGS = ["--restart-budget", "5s", "--json", "--no-progress"];
 

@@ -203,6 +203,16 @@ export class RawSmtp {
 }
 
 /** Polls until `check` returns true (for counters updated asynchronously, e.g. after a reload). */
+/** One message on an open session: MAIL, RCPTs and DATA pipelined, then the body; returns every reply. */
+export async function sendMessage(c: RawSmtp, rcpts: string[]): Promise<string[]> {
+  await c.write(`MAIL FROM:<s@sender.test>\r\n${rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join("")}DATA\r\n`);
+  const replies = await c.replies(rcpts.length + 2);
+  if (!replies[replies.length - 1]?.startsWith("354")) return replies;
+  await c.write("Subject: t\r\n\r\nbody\r\n.\r\n");
+  replies.push((await c.reply()) ?? "<closed>");
+  return replies;
+}
+
 export async function eventually(check: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

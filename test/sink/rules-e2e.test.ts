@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { eventually, RawSmtp, type RunningSink, startSink } from "./helpers.ts";
+import { eventually, RawSmtp, type RunningSink, sendMessage, startSink } from "./helpers.ts";
 
 const CONFIG = `
 default_scenario: base
@@ -60,16 +60,6 @@ async function select(name: string): Promise<void> {
   expect(res.status).toBe(200);
 }
 
-/** One message on an open session: MAIL, RCPTs and DATA pipelined, returns every reply. */
-async function send(c: RawSmtp, rcpts: string[]): Promise<string[]> {
-  await c.write(`MAIL FROM:<s@sender.test>\r\n${rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join("")}DATA\r\n`);
-  const replies = await c.replies(rcpts.length + 2);
-  if (!replies[replies.length - 1]?.startsWith("354")) return replies;
-  await c.write("Subject: t\r\n\r\nbody\r\n.\r\n");
-  replies.push((await c.reply()) ?? "<closed>");
-  return replies;
-}
-
 async function session(): Promise<RawSmtp> {
   const c = await RawSmtp.open(sink.smtpPort);
   await c.hello();
@@ -92,7 +82,7 @@ describe("address directives", () => {
     await select("directives-rcpt");
     const before = await sink.stats();
     const c = await session();
-    const replies = await send(c, [
+    const replies = await sendMessage(c, [
       "a-tempfail@d.test",
       "permfail@d.test",
       "452-x@d.test",
@@ -112,10 +102,10 @@ describe("address directives", () => {
     await select("directives-data");
     const before = await sink.stats();
     const c = await session();
-    const replies = await send(c, ["x@d.test", "someone-tempfail@d.test"]);
+    const replies = await sendMessage(c, ["x@d.test", "someone-tempfail@d.test"]);
     expect(replies.slice(1, 3)).toEqual(["250 2.1.5 Ok", "250 2.1.5 Ok"]);
     expect(replies[4]).toMatch(/^451 4\.3\.0 /);
-    expect((await send(c, ["552-full@d.test"]))[3]).toMatch(/^552 5\.0\.0 /);
+    expect((await sendMessage(c, ["552-full@d.test"]))[3]).toMatch(/^552 5\.0\.0 /);
     const after = await sink.stats();
     expect(after.messages.deferred - before.messages.deferred).toBe(1);
     expect(after.messages.bounced - before.messages.bounced).toBe(1);
@@ -130,7 +120,7 @@ describe("probabilities and catalogues", () => {
       await select("coin");
       const c = await session();
       const codes: string[] = [];
-      for (let i = 0; i < 40; i++) codes.push(((await send(c, [`u${i}@coin.test`]))[3] ?? "").slice(0, 3));
+      for (let i = 0; i < 40; i++) codes.push(((await sendMessage(c, [`u${i}@coin.test`]))[3] ?? "").slice(0, 3));
       c.close();
       return codes;
     };
@@ -148,7 +138,7 @@ describe("probabilities and catalogues", () => {
     await select("coin");
     const c = await session();
     let reply = "";
-    for (let i = 0; i < 20 && !reply.startsWith("45"); i++) reply = (await send(c, ["v@tmpl.test"]))[3] ?? "";
+    for (let i = 0; i < 20 && !reply.startsWith("45"); i++) reply = (await sendMessage(c, ["v@tmpl.test"]))[3] ?? "";
     expect(reply).toMatch(/^45[12] 4\.\d\.\d (first|second) tmpl\.test from 127\.0\.0\.1$/);
     c.close();
   });
@@ -179,8 +169,8 @@ describe("throughput-driven throttling", () => {
   it("closes after N messages per connection with a 421, and a new connection starts again", async () => {
     await select("per-connection");
     const c = await session();
-    expect((await send(c, ["a@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
-    expect((await send(c, ["b@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
+    expect((await sendMessage(c, ["a@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
+    expect((await sendMessage(c, ["b@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
     await c.write("MAIL FROM:<s@sender.test>\r\nRCPT TO:<c@yahoo.com>\r\n");
     expect(await c.replies(2)).toEqual([
       "250 2.1.0 Ok",
@@ -188,7 +178,7 @@ describe("throughput-driven throttling", () => {
     ]);
     expect(await c.closedByServer()).toBe(true);
     const d = await session();
-    expect((await send(d, ["d@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
+    expect((await sendMessage(d, ["d@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
     d.close();
   });
 });
@@ -231,7 +221,7 @@ describe("stages, delays and disconnects", () => {
     const c = await RawSmtp.open(sink.smtpPort);
     await c.hello();
     const t1 = Date.now();
-    expect((await send(c, ["a@slow.test"]))[3]).toBe("250 2.0.0 Ok: queued");
+    expect((await sendMessage(c, ["a@slow.test"]))[3]).toBe("250 2.0.0 Ok: queued");
     expect(Date.now() - t1).toBeGreaterThanOrEqual(290);
     c.close();
   });
@@ -258,7 +248,7 @@ describe("stages, delays and disconnects", () => {
     await select("drop");
     const before = await sink.stats();
     const c = await session();
-    const replies = await send(c, ["a@drop.test"]);
+    const replies = await sendMessage(c, ["a@drop.test"]);
     expect(replies[3]).toBe("<closed>");
     const after = await sink.stats();
     expect(after.messages.accepted).toBe(before.messages.accepted);
@@ -308,7 +298,7 @@ describe("HTTP API", () => {
     expect(ok.status).toBe(200);
     expect((await ok.json()) as object).toMatchObject({ name: "mine", custom: true });
     const c = await session();
-    const replies = await send(c, ["a@example.org", "b@example.net"]);
+    const replies = await sendMessage(c, ["a@example.org", "b@example.net"]);
     expect(replies.slice(1, 3)).toEqual(["550 5.1.1 nobody here", "250 2.1.5 Ok"]);
     expect((await sink.stats()).scenario).toBe("mine");
     c.close();

@@ -9,7 +9,7 @@ import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../../sink/src/rules/config.ts";
 import { parseSettings } from "../../sink/src/settings.ts";
 import { siteGreeting } from "../../sink/src/sites.ts";
-import { RawSmtp, type RunningSink, runSinkToExit, SINK_DIR, startSink } from "./helpers.ts";
+import { RawSmtp, type RunningSink, runSinkToExit, SINK_DIR, sendMessage, startSink } from "./helpers.ts";
 
 const CONFIG = `
 scenarios:
@@ -71,16 +71,6 @@ async function session(site: string): Promise<RawSmtp> {
   const c = await RawSmtp.open(port(site));
   await c.hello();
   return c;
-}
-
-/** One message with pipelined MAIL, RCPTs and DATA; every reply, the last one after the body. */
-async function send(c: RawSmtp, rcpts: string[]): Promise<string[]> {
-  await c.write(`MAIL FROM:<s@sender.test>\r\n${rcpts.map((r) => `RCPT TO:<${r}>\r\n`).join("")}DATA\r\n`);
-  const replies = await c.replies(rcpts.length + 2);
-  if (!replies[replies.length - 1]?.startsWith("354")) return replies;
-  await c.write("Subject: t\r\n\r\nbody\r\n.\r\n");
-  replies.push((await c.reply()) ?? "<closed>");
-  return replies;
 }
 
 describe("listening", () => {
@@ -145,14 +135,14 @@ describe("rules with sites", () => {
   it("count per connection on their site only, and apply at MAIL on theirs only", async () => {
     await selectScenario("per-site");
     const yahoo = await session("yahoo");
-    expect((await send(yahoo, ["a@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
-    expect((await send(yahoo, ["b@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
+    expect((await sendMessage(yahoo, ["a@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
+    expect((await sendMessage(yahoo, ["b@yahoo.com"]))[3]).toBe("250 2.0.0 Ok: queued");
     await yahoo.write("MAIL FROM:<s@sender.test>\r\nRCPT TO:<c@yahoo.com>\r\n");
     expect((await yahoo.replies(2))[1]).toBe(
       "421 4.7.0 Max message per connection reached, closing transmission channel",
     );
     const other = await session("other");
-    for (let i = 0; i < 4; i++) expect((await send(other, [`${i}@yahoo.com`]))[3]).toBe("250 2.0.0 Ok: queued");
+    for (let i = 0; i < 4; i++) expect((await sendMessage(other, [`${i}@yahoo.com`]))[3]).toBe("250 2.0.0 Ok: queued");
     expect(await other.cmd("MAIL FROM:<s@sender.test>")).toBe("250 2.1.0 Ok");
     other.close();
     const outlook = await session("outlook");
@@ -168,12 +158,12 @@ describe("rules with sites", () => {
       ["yahoo", "250"],
     ] as const) {
       const c = await session(site);
-      const replies = await send(c, ["x@bounce.test"]);
+      const replies = await sendMessage(c, ["x@bounce.test"]);
       expect(replies[replies.length - 1]?.slice(0, 3), site).toBe(code);
       c.close();
     }
     const c = await session("acme");
-    expect((await send(c, ["x@fine.test"]))[3]).toBe("250 2.0.0 Ok: queued");
+    expect((await sendMessage(c, ["x@fine.test"]))[3]).toBe("250 2.0.0 Ok: queued");
     c.close();
   });
 });
@@ -183,11 +173,11 @@ describe("per-site counters", () => {
     await selectScenario("per-site");
     const before = await sink.stats();
     const acme = await session("acme");
-    await send(acme, ["a@fine.test", "b@fine.test"]);
-    await send(acme, ["c@bounce.test", "d@fine.test"]);
+    await sendMessage(acme, ["a@fine.test", "b@fine.test"]);
+    await sendMessage(acme, ["c@bounce.test", "d@fine.test"]);
     acme.close();
     const google = await session("google");
-    await send(google, ["x@gmail.com"]);
+    await sendMessage(google, ["x@gmail.com"]);
     google.close();
     const outlook = await session("outlook");
     await outlook.cmd("MAIL FROM:<s@sender.test>");
