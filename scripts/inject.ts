@@ -12,6 +12,8 @@ import {
   parseInjectArgs,
 } from "./lib/inject-args.ts";
 import { explain, explainHttpError } from "./lib/inject-errors.ts";
+import { runInCluster } from "./lib/inject-in-cluster.ts";
+import { IN_CLUSTER_KUMOD_URL, inClusterConflict, podArgs, splitInCluster } from "./lib/inject-job.ts";
 import { bodyFrame, KUMOD_VERSION, requestTemplate, validatePayload } from "./lib/inject-payload.ts";
 import { type BatchSource, InjectRunner, type RunStats } from "./lib/inject-runner.ts";
 import { FileSource, GeneratedSource } from "./lib/inject-sources.ts";
@@ -76,6 +78,15 @@ Output:
   --json                  print the summary as one JSON object on stdout (exit_code and error say how it
                           ended; a run that cannot start prints {exit_code, error})
   --no-progress           no progress bar (it is only drawn on a terminal anyway)
+In the cluster:
+  --in-cluster            run this injector as a Kubernetes Job in the namespace [KUMOMTA_NAMESPACE, default the
+                          overlay's], with the same options, its output streamed here: no port-forward, and the
+                          kumod Service (${IN_CLUSTER_KUMOD_URL}) spreads the load over every ready kumod pod.
+                          Runs the console's image with credentials from the kumo-http-auth Secret; --verify
+                          reads the sink Service. Not with --url, --sink-url, --user, --password or --payload.
+                          Ctrl-C stops the injector in the pod (it prints its summary), a second one deletes
+                          the Job at once; the Job is deleted when it ends. Exit codes are the injector's, or
+                          13/14/15/19 when kubectl, the cluster, the namespace or the Job fail.
 Verify:
   --verify                before injecting, snapshot the sink's /api/stats; afterwards wait until every
                           recipient kumod accepted is delivered or bounced at the sink, then report
@@ -91,6 +102,7 @@ Examples:
   npm run inject -- --count 60000 --rate 1000 --domains example.com,example.net:2 --verify
   npm run inject -- --duration 5m --rate 500 --json > run.json
   npm run inject -- --payload my.json --user alice --password secret
+  npm run inject -- --in-cluster --count 20000 --rate 1000 --verify
 
 The summary: requests ok/failed/retried, recipients accepted/failed, kumod's error texts grouped, request
 latency p50/p95/p99 (send to response), achieved rate, and per kumod when --url lists several.
@@ -117,6 +129,10 @@ ${exitCodeTable([
   EXIT.httpError,
   EXIT.sinkUnreachable,
   EXIT.verifyIncomplete,
+  EXIT.kubectlMissing,
+  EXIT.clusterUnreachable,
+  EXIT.namespaceMissing,
+  EXIT.commandFailed,
   EXIT.interrupted,
 ])}
 `;
@@ -297,7 +313,8 @@ function finalExitCode(
   return EXIT.ok;
 }
 
-async function main(argv: string[]): Promise<ExitCode> {
+async function main(commandLine: string[]): Promise<ExitCode> {
+  const { inCluster, argv } = splitInCluster(commandLine);
   let opts: InjectOptions;
   try {
     opts = parseInjectArgs(argv);
@@ -309,6 +326,11 @@ async function main(argv: string[]): Promise<ExitCode> {
     return EXIT.ok;
   }
   const env = loadToolEnv();
+  if (inCluster) {
+    const conflict = inClusterConflict(opts);
+    if (conflict !== undefined) throw usageError(conflict, "inject");
+    return runInCluster(env.namespace, podArgs(argv, opts.verify), opts.json);
+  }
   const urls = opts.urls ?? env.kumoUrl.split(",").map((u) => u.trim());
   const kumoUrl = urls.join(",");
   const sinkUrl = opts.sinkUrl ?? env.sinkUrl;

@@ -15,8 +15,8 @@ const stages = dockerfile.split(/^(?=FROM\s)/m).filter((s) => s.startsWith("FROM
 const final = stages[stages.length - 1] ?? "";
 const entrypoint = JSON.parse(final.match(/^ENTRYPOINT\s+(\[.*\])\s*$/m)?.[1] ?? "null") as string[] | null;
 
-/** Packages and files imported by the console's modules and by the modules they import, transitively. */
-function imports(): { packages: Set<string>; files: Set<string> } {
+/** Packages and files imported by the console's modules (or by `entries`) and the modules they import, transitively. */
+function imports(entries?: string[]): { packages: Set<string>; files: Set<string> } {
   const packages = new Set<string>();
   const seen = new Set<string>();
   const visit = (file: string) => {
@@ -35,7 +35,7 @@ function imports(): { packages: Set<string>; files: Set<string> } {
     readdirSync(d, { withFileTypes: true }).flatMap((e) =>
       e.isDirectory() ? walk(path.join(d, e.name)) : e.name.endsWith(".ts") ? [path.join(d, e.name)] : [],
     );
-  for (const f of walk(dir)) visit(f);
+  for (const f of entries ?? walk(dir)) visit(f);
   return { packages, files: seen };
 }
 
@@ -63,6 +63,33 @@ describe("scripts/console/Dockerfile", () => {
     for (const p of packages) expect(Object.keys(pkg.dependencies), p).toContain(p);
     // uPlot is bundled into the page at start; tsx runs the TypeScript.
     expect(Object.keys(pkg.dependencies)).toEqual(expect.arrayContaining(["uplot", "tsx"]));
+  });
+
+  it("holds the injector the in-cluster Job runs: scripts/inject.ts, what it imports and reads, its packages", () => {
+    const pkg = JSON.parse(readFileSync(path.join(repoRoot, "package.json"), "utf8")) as {
+      dependencies: Record<string, string>;
+    };
+    const { packages, files } = imports([path.join(repoRoot, "scripts/inject.ts")]);
+    for (const f of files) expect(path.relative(repoRoot, f)).toMatch(/^scripts\/(inject\.ts$|lib\/)/);
+    expect(final).toMatch(/^COPY scripts\/inject\.ts \.\/scripts\/inject\.ts$/m);
+    // The default payload, and the overlay the tools read their namespace from (scripts/lib/env.ts).
+    expect(final).toMatch(/^COPY sample_http_inject_payload\.json \.\/$/m);
+    expect(final).toMatch(
+      /^COPY k8s\/overlays\/local\/kustomization\.yaml \.\/k8s\/overlays\/local\/kustomization\.yaml$/m,
+    );
+    expect([...packages]).toEqual(expect.arrayContaining(["cli-progress"]));
+    for (const p of packages) expect(Object.keys(pkg.dependencies), p).toContain(p);
+  });
+
+  it("builds from the same context with docker build as with Tilt: the .dockerignore lets in what the Dockerfile copies", () => {
+    const ignore = readFileSync(path.join(repoRoot, "scripts/console/Dockerfile.dockerignore"), "utf8");
+    const allowed = ignore
+      .split("\n")
+      .filter((l) => l.startsWith("!"))
+      .map((l) => l.slice(1));
+    const copied = [...final.matchAll(/^COPY (?!--)(.+) \S+$/gm)].flatMap((m) => (m[1] as string).split(" "));
+    expect(copied.length).toBeGreaterThan(0);
+    for (const src of copied) expect(allowed, src).toContain(src);
   });
 
   it("starts the program the tests and `npm run console` start", () => {

@@ -4,6 +4,8 @@ import { parse as parseEnv } from "dotenv";
 import { execa } from "execa";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
+import { parseInjectArgs } from "../../scripts/lib/inject-args.ts";
+import { inClusterConflict, splitInCluster } from "../../scripts/lib/inject-job.ts";
 import { evaluateTiltfile, manifest, objectsOf, repoRoot, type TiltResult, toolBin } from "./tilt-result.ts";
 
 const TRIGGER_MODE_MANUAL = 2;
@@ -142,6 +144,35 @@ describe("Tiltfile evaluated by the real tilt binary", () => {
       expect(args.slice(0, 3)).toEqual(["npm", "run", "--silent"]);
       expect(pkg.scripts, `${b.Name} runs npm script ${args[3]}`).toHaveProperty(args[3] as string);
     }
+  });
+
+  it("offers load-test: a default in-cluster load with --verify, once kumod, the sink and the console's image are up", () => {
+    const b = manifest(defaults, "load-test");
+    expect(b.Labels).toHaveProperty("actions");
+    const args: string[] = b.DeployTarget.UpdateCmdSpec.args;
+    expect(args.slice(3, 5)).toEqual(["inject", "--"]);
+    const { inCluster, argv } = splitInCluster(args.slice(5));
+    expect(inCluster).toBe(true);
+    // The injector's own parser and the --in-cluster rules accept the button's command line.
+    const opts = parseInjectArgs(argv);
+    expect(inClusterConflict(opts)).toBeUndefined();
+    expect(opts).toMatchObject({ verify: true });
+    expect(opts.count).toBeGreaterThan(0);
+    expect(opts.domains.map((d) => d.domain)).toEqual(expect.arrayContaining(["gmail.com", "yahoo.com"]));
+    expect(b.ResourceDependencies).toEqual(expect.arrayContaining(["kumod", "sink", "console"]));
+  });
+
+  it("sends the console image's build every file its Dockerfile copies (the in-cluster injector included)", () => {
+    const [image] = manifest(defaults, "console").ImageTargets ?? [];
+    expect(image.selector).toBe("kumomta-tilt-console");
+    const dockerfile: string = image.BuildDetails.dockerfileContents;
+    const final = dockerfile.split(/^(?=FROM\s)/m).at(-1) ?? "";
+    const copied = [...final.matchAll(/^COPY (?!--)(.+) \S+$/gm)].flatMap((m) => (m[1] as string).split(" "));
+    expect(copied).toEqual(expect.arrayContaining(["scripts/inject.ts", "sample_http_inject_payload.json"]));
+    // Every ignore list of the context (Tiltfile's `only`, the Dockerfile's .dockerignore) lets each source in.
+    const lists = (image.BuildDetails.contextIgnores as { patterns?: string[] }[]).filter((i) => i.patterns);
+    expect(lists.length).toBeGreaterThan(0);
+    for (const { patterns } of lists) for (const src of copied) expect(patterns, src).toContain(`!${src}`);
   });
 
   it("seeds credentials before rendering: the Secret Tilt applies holds the password the scripts use", async () => {
