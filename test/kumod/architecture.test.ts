@@ -407,6 +407,42 @@ describe("faults", () => {
     );
   });
 
+  it("a tsa-daemon restart keeps its suspensions, and every kumod catches up publishing to it", async () => {
+    const published = async (url: string, t: number) =>
+      metricSum(await metrics(url), "total_messages_delivered_by_provider", `tsa-${t}.tsa-headless.`);
+    const before = await Promise.all(kumodUrls().map((url) => published(url, 1)));
+    expect(await cluster.container("tsa-1").stop("SIGTERM", 30_000)).toBe(0);
+    // Records that a rule matches, so every kumod has something to publish while tsa-1 is away.
+    await sinkScenario(cluster.sinkUrl, {
+      name: "test-comcast-rl",
+      directives: "off",
+      rules: [
+        { name: "comcast-rl", stage: "rcpt", domains: ["comcast.net"], reply: "421 4.7.0 RL000001 too many sessions" },
+      ],
+    });
+    await Promise.all(
+      kumodUrls().map((url, k) => inject(url, [`tsa-drill-${k}@comcast.net`], { authorization: auth() })),
+    );
+    await new Promise((r) => setTimeout(r, 5000));
+    const started = Date.now();
+    await cluster.startPod("tsa-1");
+    // tsa-daemon saves its state on SIGTERM and loads it at start (tsa.db.state on its claim).
+    const suspended = (await http(`${cluster.tsaUrl(1)}/get_suspension_v1/suspended.json`)).body;
+    expect(suspended).toMatch(/yahoodns\.net/);
+    // The publish queues retry after a minute (the shaping helper's tsa_queue_config).
+    for (const [k, url] of kumodUrls().entries()) {
+      await waitFor(
+        async () => (await published(url, 1)) > (before[k] ?? 0),
+        150_000,
+        `kumod-${k} to publish to the restarted tsa-1`,
+      );
+    }
+    await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
+    summary.push(
+      `tsa restart: tsa-1 kept Yahoo's suspension across its restart; every kumod published to it again within ${((Date.now() - started) / 1000).toFixed(0)} s`,
+    );
+  });
+
   it("a sink outage defers everything, and every message arrives once when the sink recovers", async () => {
     const domain = "outage.example";
     await sinkScenario(cluster.sinkUrl, {
