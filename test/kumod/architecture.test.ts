@@ -52,6 +52,32 @@ async function queueReport(): Promise<string> {
   return lines.join("\n");
 }
 
+/** How many records a kumod has delivered to tsa-<t>'s publish queue. */
+const publishedTo = async (url: string, t: number) =>
+  metricSum(await metrics(url), "total_messages_delivered_by_provider", `tsa-${t}.tsa-headless.`);
+
+/**
+ * One comcast.net message from every kumod, answered with a reply a rule matches (so the shaping helper's pre_filter
+ * publishes its record) whose Threshold trigger (2/hr for RL0000) one record per kumod does not reach first: no
+ * kumod's message is held back, and every kumod has a record to publish.
+ */
+async function publishFromEveryKumod(localPart: string) {
+  await sinkScenario(cluster.sinkUrl, {
+    name: "test-comcast-rl",
+    directives: "off",
+    rules: [
+      { name: "comcast-rl", stage: "rcpt", domains: ["comcast.net"], reply: "421 4.7.0 RL000001 too many sessions" },
+    ],
+  });
+  await Promise.all(
+    kumodUrls().map(async (url, k) =>
+      expect(
+        (await inject(url, [`${localPart}-${k}@comcast.net`], { authorization: auth() })).result?.success_count,
+      ).toBe(1),
+    ),
+  );
+}
+
 /** Runs a one-off Node script in a pod's network namespace and returns what it printed. */
 async function inPod(pod: string, script: string): Promise<string> {
   const host = cluster.pods.get(pod)?.host;
@@ -205,28 +231,11 @@ describe("delivery", () => {
 
 describe("traffic shaping automation", () => {
   it("every kumod publishes its delivery logs to every tsa-daemon", async () => {
-    // A reply that a rule matches (so the shaping helper's pre_filter publishes it) but whose Threshold trigger
-    // (2/hr for comcast.net's RL0000) one record per kumod does not reach first: no kumod's message is held back.
-    await sinkScenario(cluster.sinkUrl, {
-      name: "test-comcast-rl",
-      directives: "off",
-      rules: [
-        { name: "comcast-rl", stage: "rcpt", domains: ["comcast.net"], reply: "421 4.7.0 RL000001 too many sessions" },
-      ],
-    });
-    await Promise.all(
-      kumodUrls().map(async (url, k) =>
-        expect((await inject(url, [`tsa-${k}@comcast.net`], { authorization: auth() })).result?.success_count).toBe(1),
-      ),
-    );
+    await publishFromEveryKumod("tsa");
     for (const url of kumodUrls()) {
       await waitFor(
-        async () => {
-          const text = await metrics(url);
-          return Array.from({ length: TSAS }, (_, t) =>
-            metricSum(text, "total_messages_delivered_by_provider", `tsa-${t}.tsa-headless.`),
-          ).every((n) => n >= 1);
-        },
+        async () =>
+          (await Promise.all(Array.from({ length: TSAS }, (_, t) => publishedTo(url, t)))).every((n) => n >= 1),
         60_000,
         `${url} to publish to every tsa-daemon`,
       );
@@ -408,21 +417,9 @@ describe("faults", () => {
   });
 
   it("a tsa-daemon restart keeps its suspensions, and every kumod catches up publishing to it", async () => {
-    const published = async (url: string, t: number) =>
-      metricSum(await metrics(url), "total_messages_delivered_by_provider", `tsa-${t}.tsa-headless.`);
-    const before = await Promise.all(kumodUrls().map((url) => published(url, 1)));
+    const before = await Promise.all(kumodUrls().map((url) => publishedTo(url, 1)));
     expect(await cluster.container("tsa-1").stop("SIGTERM", 30_000)).toBe(0);
-    // Records that a rule matches, so every kumod has something to publish while tsa-1 is away.
-    await sinkScenario(cluster.sinkUrl, {
-      name: "test-comcast-rl",
-      directives: "off",
-      rules: [
-        { name: "comcast-rl", stage: "rcpt", domains: ["comcast.net"], reply: "421 4.7.0 RL000001 too many sessions" },
-      ],
-    });
-    await Promise.all(
-      kumodUrls().map((url, k) => inject(url, [`tsa-drill-${k}@comcast.net`], { authorization: auth() })),
-    );
+    await publishFromEveryKumod("tsa-drill");
     await new Promise((r) => setTimeout(r, 5000));
     const started = Date.now();
     await cluster.startPod("tsa-1");
@@ -432,7 +429,7 @@ describe("faults", () => {
     // The publish queues retry after a minute (the shaping helper's tsa_queue_config).
     for (const [k, url] of kumodUrls().entries()) {
       await waitFor(
-        async () => (await published(url, 1)) > (before[k] ?? 0),
+        async () => (await publishedTo(url, 1)) > (before[k] ?? 0),
         150_000,
         `kumod-${k} to publish to the restarted tsa-1`,
       );
