@@ -63,7 +63,8 @@ end
 -- connect to that address. Here it goes to the sink like everything else.
 -- Registered after the shaping helper (so TSA publish queues keep their own
 -- config) and before the queue helper, whose hook answers every other domain:
--- get_queue_config handlers run in order and the first non-nil result wins.
+-- get_queue_config handlers run in order and the first that returns a value
+-- wins.
 local queue_helper
 local function ip_literal_queue_config(domain, tenant, campaign, routing_domain)
   if not (routing_domain or domain):match '^%[.*%]$' then
