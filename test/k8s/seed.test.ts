@@ -1,4 +1,4 @@
-import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -272,25 +272,13 @@ describe("npm run seed (the real script, in a scratch copy of the repository)", 
   });
 });
 
-/**
- * Runs seed in `root` with `locked` not writable for it. Root writes anywhere, so when the tests run as root seed
- * runs as nobody with `locked` left root's and everything else handed over; otherwise `locked` loses its write bits.
- */
+/** Runs seed in `root` with `locked` not writable for it: `locked` loses its write bits. */
 async function seedCannotWrite(root: string, locked: string, args: string[]) {
-  const asRoot = process.getuid?.() === 0;
-  const nobody = 65534;
-  const childTmp = await mkdtemp(path.join(tmpdir(), "seed-nobody-"));
-  created.push(childTmp);
-  if (asRoot) {
-    await chmod(root, 0o755);
-    for (const dir of [childTmp, root, path.join(root, LOCAL_OVERLAY), secretsDir(root)]) {
-      if (dir !== locked) await chown(dir, nobody, nobody);
-    }
-  } else await chmod(locked, 0o555);
-  return execa(path.join(repoRoot, "node_modules/.bin/tsx"), [path.join(root, "scripts/seed.ts"), ...args], {
-    cwd: root,
-    reject: false,
-    env: { TMPDIR: childTmp },
-    ...(asRoot ? { uid: nobody, gid: nobody } : {}),
-  });
+  await chmod(locked, 0o555);
+  const seed = [path.join(repoRoot, "node_modules/.bin/tsx"), path.join(root, "scripts/seed.ts"), ...args];
+  // Root passes permission bits through CAP_DAC_OVERRIDE (and DAC_READ_SEARCH, FOWNER). Without them in its bounding
+  // set it meets the missing write bit like any user, while still reaching a repository in a private directory.
+  const [command, ...argv] =
+    process.getuid?.() === 0 ? ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", ...seed] : seed;
+  return execa(command as string, argv, { cwd: root, reject: false });
 }
