@@ -12,10 +12,10 @@
 local kumo = require 'kumo'
 local shaping = require 'policy-extras.shaping'
 local queue_module = require 'policy-extras.queue'
-local sources = require 'policy-extras.sources'
 local settings = require 'tilt_settings'
 local auth = require 'tilt_auth'
 local dns = require 'tilt_dns'
+local egress = require 'tilt_egress'
 
 local POLICY_DIR = '/opt/kumomta/etc/policy'
 local SPOOL_DIR = '/var/spool/kumomta'
@@ -30,8 +30,8 @@ local REDIS_CONNECT_TIMEOUT = '5s'
 
 local config = settings.kumod(os.getenv)
 
--- Sources first: the shaping helper's --validate check looks them up.
-sources:setup { POLICY_DIR .. '/sources.toml' }
+-- Egress sources and pool from sources.toml, with the proxies' addresses.
+egress.setup(POLICY_DIR .. '/sources.toml', config.proxies)
 
 -- TSA automation: every kumod publishes delivery logs to every tsa-daemon
 -- pod and reads the merged result (suspensions, SetConfig actions) back

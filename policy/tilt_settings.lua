@@ -32,6 +32,9 @@ end
 local LOOPBACK = { '127.0.0.1', '::1' }
 local SINK_TLS_MODES = { Disabled = true, OpportunisticInsecure = true }
 local MAX_TSA_REPLICAS = 64
+-- sources.toml lists proxy-0..proxy-3, and k8s/components/proxy has a
+-- Service for each of those pods.
+mod.MAX_PROXIES = 4
 
 local function fail(name, value, reason)
   error(
@@ -290,9 +293,27 @@ function mod.kumod(getenv)
   local dragonfly_password =
     env.required('DRAGONFLY_PASSWORD', 'it comes from the dragonfly-auth Secret (run `npm run seed`)')
 
+  -- KumoProxy egress, when k8s/components/proxy is deployed: it sets
+  -- PROXY_REPLICAS (from the proxy StatefulSet, by overlay replacement).
+  local proxies
+  local proxy_replicas = env.optional('PROXY_REPLICAS')
+  if proxy_replicas ~= nil then
+    local component_hint = 'k8s/components/proxy sets it with PROXY_REPLICAS'
+    local proxy_sts = env.dns_label('PROXY_STS', env.required('PROXY_STS', component_hint))
+    proxies = {
+      replicas = env.integer('PROXY_REPLICAS', proxy_replicas, 1, mod.MAX_PROXIES),
+      port = env.integer('PROXY_PORT', env.required('PROXY_PORT', component_hint), 1, 65535),
+      -- Each proxy pod's own Service, named like the pod.
+      service = function(ordinal)
+        return service_fqdn(string.format('%s-%d', proxy_sts, ordinal), namespace, cluster_domain)
+      end,
+    }
+  end
+
   return {
     trusted_hosts = mod.trusted_hosts(env.optional('KUMO_TRUSTED_HOSTS')),
     http_auth_dir = env.optional('KUMO_HTTP_AUTH_DIR', '/opt/kumomta/etc/http-auth'),
+    proxies = proxies,
     tsa_publish = tsa_publish,
     tsa_subscribe = { string.format('http://%s:%d', service_fqdn(tsa_service, namespace, cluster_domain), tsa_port) },
     mx_dns = service_fqdn(mx_dns_service, namespace, cluster_domain),
@@ -311,6 +332,12 @@ function mod.kumod(getenv)
       password = dragonfly_password,
     },
   }
+end
+
+-- Everything proxy_init.lua needs.
+function mod.proxy(getenv)
+  local env = reader(getenv)
+  return { trusted_hosts = mod.trusted_hosts(env.optional('KUMO_TRUSTED_HOSTS')) }
 end
 
 -- Everything tsa_init.lua needs.

@@ -25,6 +25,7 @@ export const EXIT = {
   commandFailed: 19,
   filesNotWritable: 20,
   lockBusy: 21,
+  notProven: 22,
   interrupted: 130,
 } as const;
 
@@ -54,6 +55,7 @@ export const EXIT_DESCRIPTIONS: Record<ExitCode, string> = {
   19: "an external command (kubectl, tilt) failed",
   20: "seed: cannot read or write .env or k8s/overlays/local/secrets/ (ownership or permissions)",
   21: "seed: another seed run holds the lock (k8s/overlays/local/secrets/.seed.lock)",
+  22: "drill: the load ended before the fault, so it proved nothing (raise --count or lower --fault-at)",
   130: "interrupted (Ctrl-C); the summary shows what was sent",
 };
 

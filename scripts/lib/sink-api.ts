@@ -18,16 +18,27 @@ export interface SinkStats {
   domains: Record<string, SinkCounts>;
   /** Recipients by the provider site of the port kumod connected to ("other": SINK_SMTP_PORT); absent on older sinks. */
   sites?: Record<string, SinkSiteCounts>;
+  /** By client IP, i.e. by sending IP (a KumoProxy pod's); over SINK_MAX_CLIENTS IPs the rest count as "_other". */
+  clients?: Record<string, SinkClientCounts & { sites: Record<string, SinkClientCounts> }>;
+  /** The IP each `clients: one` rule picked, null until one has reached it. */
+  chosen_clients?: Record<string, string | null>;
 }
 
 export interface SinkSiteCounts extends SinkCounts {
   connections: number;
 }
 
+export interface SinkClientCounts {
+  connections: number;
+  messages: SinkCounts;
+  recipients: SinkCounts;
+}
+
 export interface SinkScenario {
   name: string;
   available: string[];
   rules?: unknown;
+  chosen_clients?: Record<string, string | null>;
 }
 
 export class SinkUnreachableError extends Error {}

@@ -90,7 +90,7 @@ export function createHttpServer(stats: Stats, control: ScenarioControl, ready: 
         if (only("GET")) send(res, 200, stats.toPrometheus(), "text/plain; version=0.0.4; charset=utf-8");
         return;
       case "/api/stats":
-        if (only("GET")) send(res, 200, stats.toJSON(control.active.def.name));
+        if (only("GET")) send(res, 200, stats.toJSON(control.active.def.name, control.active.chosenClients()));
         return;
       case "/api/scenario":
         if (!only("GET", "PUT")) return;

@@ -54,7 +54,7 @@ async function main(): Promise<void> {
   const settings = loadSettings();
   const { text, config } = loadConfig(settings.configPath);
   const tls = setupTls(settings, fail);
-  const stats = new Stats(settings.maxDomains);
+  const stats = new Stats(settings.maxDomains, settings.maxClients);
   let control: ScenarioControl;
   try {
     control = new ScenarioControl(config, settings.scenario, settings.seed, (rule) => stats.fault(rule));

@@ -27,6 +27,8 @@ export interface Settings {
   maxLineLength: number;
   maxErrors: number;
   maxDomains: number;
+  /** Distinct client IPs with counters (and metric labels) of their own. */
+  maxClients: number;
   drainTimeoutMs: number;
   tlsCert: string | undefined;
   tlsKey: string | undefined;
@@ -80,6 +82,7 @@ export function parseSettings(env: NodeJS.ProcessEnv, baseDir: string): Settings
     maxLineLength: int("SINK_MAX_LINE_LENGTH", 4096, 512, 1_048_576),
     maxErrors: int("SINK_MAX_ERRORS", 20, 1, 1_000_000),
     maxDomains: int("SINK_MAX_DOMAINS", 200, 1, 100_000),
+    maxClients: int("SINK_MAX_CLIENTS", 64, 1, 10_000),
     drainTimeoutMs: int("SINK_DRAIN_TIMEOUT_MS", 25_000, 0, 3_600_000),
     tlsCert: env.SINK_TLS_CERT || undefined,
     tlsKey: env.SINK_TLS_KEY || undefined,

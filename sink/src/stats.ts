@@ -1,4 +1,5 @@
 /** In-memory counters (monotonic for the process lifetime) and their Prometheus and JSON renderings. */
+import { ClientStats } from "./clients.ts";
 
 const STAGE_NAMES = ["connect", "mail", "rcpt", "data"] as const;
 
@@ -32,8 +33,14 @@ export class Stats {
   private readonly domains = new Map<string, DomainCounts>();
   private readonly other: DomainCounts = { accepted: 0, deferred: 0, bounced: 0 };
   private readonly sites = new Map<string, SiteCounts>();
+  readonly clients: ClientStats;
 
-  constructor(private readonly maxDomains: number) {}
+  constructor(
+    private readonly maxDomains: number,
+    maxClients: number,
+  ) {
+    this.clients = new ClientStats(maxClients);
+  }
 
   reply(stage: number, code: number): void {
     const codes = this.replies[stage] as Float64Array;
@@ -81,9 +88,11 @@ export class Stats {
     return out;
   }
 
-  toJSON(scenario: string): object {
+  /** `chosenClients`: per rule of the active scenario with `clients: one`, the client IP it chose (or null). */
+  toJSON(scenario: string, chosenClients: Record<string, string | null>): object {
     return {
       scenario,
+      chosen_clients: chosenClients,
       started_at: this.startedAt.toISOString(),
       connections: { active: this.connectionsActive, total: this.connectionsTotal, tls: this.connectionsTls },
       messages: { accepted: this.messagesAccepted, deferred: this.messagesDeferred, bounced: this.messagesBounced },
@@ -97,6 +106,7 @@ export class Stats {
       faults: Object.fromEntries(this.faults),
       domains: Object.fromEntries(this.domainEntries().map(([name, d]) => [name, { ...d }])),
       sites: Object.fromEntries([...this.sites].map(([name, s]) => [name, { ...s }])),
+      clients: this.clients.toJSON(),
     };
   }
 
@@ -170,6 +180,25 @@ export class Stats {
           s[o],
         ]),
       ),
+    );
+    const limit = 'client IPs past SINK_MAX_CLIENTS are counted as "_other"';
+    metric(
+      "sink_client_connections_total",
+      "counter",
+      `SMTP connections accepted, by client IP (TCP peer) and site; ${limit}.`,
+      this.clients.connectionSamples(label),
+    );
+    metric(
+      "sink_client_messages_total",
+      "counter",
+      `Messages by client IP, site and outcome (accepted after DATA, refused at MAIL or after DATA); ${limit}.`,
+      this.clients.outcomeSamples("messages", label),
+    );
+    metric(
+      "sink_client_recipients_total",
+      "counter",
+      `Recipients by client IP, site and outcome; ${limit}.`,
+      this.clients.outcomeSamples("recipients", label),
     );
     return `${lines.join("\n")}\n`;
   }

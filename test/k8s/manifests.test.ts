@@ -3,6 +3,7 @@ import path from "node:path";
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { ConfigMap, Namespace, Secret, Service } from "kubernetes-models/v1";
+import { parse as parseToml } from "smol-toml";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { connectionAllowed, covered, type Peer } from "./network-policy.ts";
@@ -50,6 +51,13 @@ beforeAll(async () => {
 const podLabels = (w: K8sObject): Record<string, string> => w.spec.template.metadata.labels;
 const selects = (selector: Record<string, string>, labels: Record<string, string>) =>
   Object.entries(selector).every(([k, v]) => labels[k] === v);
+/** The label the StatefulSet controller gives each pod: a Service selecting it targets one pod of `w`, any ordinal. */
+const POD_NAME = "statefulset.kubernetes.io/pod-name";
+const selectsWorkload = (selector: Record<string, string>, w: K8sObject) => {
+  const { [POD_NAME]: podName, ...rest } = selector;
+  const ordinalOf = w.kind === "StatefulSet" && podName?.match(new RegExp(`^${w.metadata.name}-(\\d+)$`));
+  return (podName === undefined || Boolean(ordinalOf)) && selects(rest, podLabels(w));
+};
 
 describe("the local overlay renders valid Kubernetes objects", () => {
   it("renders every overlay under k8s/overlays", async () => {
@@ -81,8 +89,12 @@ describe("the local overlay renders valid Kubernetes objects", () => {
         "NetworkPolicy/kumod-egress",
         "NetworkPolicy/kumod-from-console",
         "NetworkPolicy/kumod-from-inject-job",
+        "NetworkPolicy/kumod-smtp-to-proxies",
         "NetworkPolicy/mx-dns-from-kumomta",
-        "NetworkPolicy/sink-smtp-from-kumod-http-from-any",
+        "NetworkPolicy/proxy-from-kumod",
+        "NetworkPolicy/proxy-smtp-to-sink",
+        "NetworkPolicy/sink-http-from-any",
+        "NetworkPolicy/sink-smtp-from-proxies",
         "NetworkPolicy/tsa-from-console",
         "NetworkPolicy/tsa-from-kumod",
         "Secret/dragonfly-auth",
@@ -91,10 +103,16 @@ describe("the local overlay renders valid Kubernetes objects", () => {
         "Service/kumod",
         "Service/kumod-headless",
         "Service/mx-dns",
+        "Service/proxy-0",
+        "Service/proxy-1",
+        "Service/proxy-2",
+        "Service/proxy-3",
+        "Service/proxy-headless",
         "Service/sink",
         "Service/tsa",
         "Service/tsa-headless",
         "StatefulSet/kumod",
+        "StatefulSet/proxy",
         "StatefulSet/tsa",
       ].sort(),
     );
@@ -160,7 +178,7 @@ describe("objects refer to each other correctly", () => {
 
   it("points every Service at exactly one workload, on ports its container exposes", () => {
     for (const svc of objects.filter((o) => o.kind === "Service")) {
-      const targets = workloads(objects).filter((w) => selects(svc.spec.selector, podLabels(w)));
+      const targets = workloads(objects).filter((w) => selectsWorkload(svc.spec.selector, w));
       expect(
         targets.map((w) => w.metadata.name),
         `Service/${svc.metadata.name}`,
@@ -395,7 +413,7 @@ describe("the sink's provider-site ports", () => {
 describe("NetworkPolicies", () => {
   const pod = (name: string): Peer => ({ labels: podLabels(find(objects, ...workloadKey(name))) });
   const workloadKey = (name: string): [string, string] => [
-    ["kumod", "tsa"].includes(name) ? "StatefulSet" : "Deployment",
+    ["kumod", "tsa", "proxy"].includes(name) ? "StatefulSet" : "Deployment",
     name,
   ];
   const policies = () => objects.filter((o) => o.kind === "NetworkPolicy");
@@ -410,14 +428,15 @@ describe("NetworkPolicies", () => {
 
   // The sink's HTTP port is open to peers outside the namespace (a cluster Prometheus); the workloads here have no
   // egress to it, since none of them needs it.
-  it("let only kumod reach TSA, Dragonfly and the sink's SMTP port", () => {
-    const names = ["kumod", "tsa", "dragonfly", "sink"];
+  it("let only kumod reach TSA, Dragonfly and the proxies, and only the proxies reach the sink's SMTP ports", () => {
+    const names = ["kumod", "tsa", "dragonfly", "sink", "proxy"];
     const sitePorts = Object.values(sitePortsOf(objects));
     const expected = new Set([
       "kumod->tsa:8008",
       "kumod->dragonfly:6379",
-      "kumod->sink:2525",
-      ...sitePorts.map((p) => `kumod->sink:${p}`),
+      "kumod->proxy:5000",
+      "proxy->sink:2525",
+      ...sitePorts.map((p) => `proxy->sink:${p}`),
     ]);
     for (const to of names)
       for (const port of containers(find(objects, ...workloadKey(to))).flatMap((c) => c.ports ?? [])) {
@@ -442,13 +461,52 @@ describe("NetworkPolicies", () => {
     }
   });
 
-  it("keep kumod's mail inside the cluster: no egress beyond DNS, TSA, Dragonfly and the sink", () => {
-    for (const port of [25, 465, 587, 2525, 8008, 6379, 443, 80])
-      expect(connectionAllowed(policies(), pod("kumod"), outside, port), `kumod->outside:${port}`).toBe(false);
-    expect(connectionAllowed(policies(), pod("kumod"), outside, 53, "UDP")).toBe(true);
-    expect(connectionAllowed(policies(), pod("kumod"), outside, 53, "TCP")).toBe(true);
+  it("keep the mail inside the cluster: kumod and the proxies reach nothing outside but DNS", () => {
+    for (const from of ["kumod", "proxy"]) {
+      for (const port of [25, 465, 587, 2525, 5000, 8008, 6379, 443, 80])
+        expect(connectionAllowed(policies(), pod(from), outside, port), `${from}->outside:${port}`).toBe(false);
+      expect(connectionAllowed(policies(), pod(from), outside, 53, "UDP")).toBe(true);
+      expect(connectionAllowed(policies(), pod(from), outside, 53, "TCP")).toBe(true);
+    }
     for (const from of ["tsa", "dragonfly", "sink"])
       expect(connectionAllowed(policies(), pod(from), outside, 25), `${from}->outside:25`).toBe(false);
+  });
+});
+
+describe("the proxy component (k8s/components/proxy)", () => {
+  const proxySts = () => find(objects, "StatefulSet", "proxy");
+  const kumodEnv = (name: string) => envValue(container(find(objects, "StatefulSet", "kumod"), "kumod"), name);
+  const socksPort = () =>
+    container(proxySts(), "proxy").ports.find((p: K8sObject) => p.name === "socks").containerPort as number;
+
+  it("gives every proxy source of sources.toml's pool its own Service, on the proxy pod of that ordinal", async () => {
+    const sources = parseToml(await readFile(path.join(repoRoot, "policy/sources.toml"), "utf8")) as K8sObject;
+    const proxySources = Object.keys(sources.pool.egress).filter((n) => n.startsWith("proxy-"));
+    const settings = await readFile(path.join(repoRoot, "policy/tilt_settings.lua"), "utf8");
+    const maxProxies = Number(/^mod\.MAX_PROXIES = (\d+)$/m.exec(settings)?.[1]);
+    expect(proxySources.sort()).toEqual(Array.from({ length: maxProxies }, (_, i) => `proxy-${i}`));
+    for (const name of proxySources) {
+      const svc = find(objects, "Service", name);
+      expect(svc.spec.selector, name).toEqual({ [POD_NAME]: `${proxySts().metadata.name}-${name.slice(6)}` });
+      expect(svc.spec.clusterIP, `${name} needs a stable ClusterIP`).toBeUndefined();
+      expect(svc.spec.ports.map((p: K8sObject) => p.port)).toEqual([socksPort()]);
+    }
+  });
+
+  it("tells kumod the proxy StatefulSet's name, replica count and SOCKS port", () => {
+    expect(kumodEnv("PROXY_STS")).toBe(proxySts().metadata.name);
+    expect(kumodEnv("PROXY_REPLICAS")).toBe(String(proxySts().spec.replicas));
+    expect(kumodEnv("PROXY_PORT")).toBe(String(socksPort()));
+    expect(proxySts().spec.replicas).toBe(overlay.replicas.find((r: K8sObject) => r.name === "proxy").count);
+  });
+
+  it("listens where the manifest says: proxy_init.lua's ports are the container's", async () => {
+    const policy = await readFile(path.join(repoRoot, "policy/proxy_init.lua"), "utf8");
+    const listens = [...policy.matchAll(/listen = '0\.0\.0\.0:(\d+)'/g)].map((m) => Number(m[1])).sort();
+    const ports = container(proxySts(), "proxy")
+      .ports.map((p: K8sObject) => p.containerPort)
+      .sort();
+    expect(listens).toEqual(ports);
   });
 });
 

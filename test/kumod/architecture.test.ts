@@ -15,6 +15,8 @@ import { waitFor } from "./lib/network.ts";
 
 const KUMODS = 3;
 const TSAS = 2;
+/** The egress sources in service: one per proxy pod (policy/sources.toml, k8s/components/proxy). */
+const PROXIES = ["proxy-0", "proxy-1"];
 const PROVIDER_DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "example.com"];
 const ACCEPT_ALL = { name: "test-accept", directives: "off", rules: [] };
 
@@ -23,9 +25,9 @@ const summary: string[] = [];
 
 beforeAll(async () => {
   const started = Date.now();
-  cluster = await TestCluster.start({ bundle: bundleFromEnv(), kumods: KUMODS, tsas: TSAS });
+  cluster = await TestCluster.start({ bundle: bundleFromEnv(), kumods: KUMODS, tsas: TSAS, proxies: PROXIES.length });
   summary.push(
-    `cluster: ${KUMODS} kumod, ${TSAS} tsa-daemon, redis, sink up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    `cluster: ${KUMODS} kumod, ${TSAS} tsa-daemon, ${PROXIES.length} KumoProxy, redis, sink up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
   );
 });
 
@@ -225,11 +227,25 @@ describe("delivery", () => {
       "outlook.com": "outlook-com.olc.protection.outlook.com",
       "example.com": "mx1.example.com",
     };
+    // Through every proxy: each egress source proxy-N delivered its share of every site's mail.
     const texts = await Promise.all(kumodUrls().map(metrics));
+    const bySource = (domain: string, source: string) =>
+      texts.reduce(
+        (sum, t) =>
+          sum +
+          metricSum(t, "total_messages_delivered", `service="smtp_client:${source}->${siteQueue[domain]}@smtp_client"`),
+        0,
+      );
     for (const [i, domain] of PROVIDER_DOMAINS.entries()) {
-      const service = `service="smtp_client:sink-egress->${siteQueue[domain]}@smtp_client"`;
-      const total = texts.reduce((sum, t) => sum + metricSum(t, "total_messages_delivered", service), 0);
-      expect(total, domain).toBeGreaterThanOrEqual(want[i] ?? 0);
+      const perSource = PROXIES.map((p) => bySource(domain, p));
+      expect(
+        perSource.every((n) => n > 0),
+        `${domain} by source ${perSource.join("/")}`,
+      ).toBe(true);
+      expect(
+        perSource.reduce((a, b) => a + b, 0),
+        domain,
+      ).toBeGreaterThanOrEqual(want[i] ?? 0);
     }
     // Each provider's mail came in on its own site port, so the sink greeted and counted it as that provider.
     const after = await sinkStats(cluster.sinkUrl);
@@ -266,86 +282,103 @@ describe("traffic shaping automation", () => {
     summary.push(`tsa: each of ${KUMODS} kumods published its records to all ${TSAS} tsa-daemons`);
   });
 
-  it("both tsa-daemons publish what the provider rules call for on Yahoo's TSS04 deferral", async () => {
+  it("both tsa-daemons suspend one sending IP for Yahoo when Yahoo defers that IP (TSS04)", async () => {
+    // Yahoo defers proxy-1's address only, as it does one IP with a poor reputation.
+    const throttled = cluster.ip("proxy-1");
     await sinkScenario(cluster.sinkUrl, {
-      name: "test-yahoo-tss04",
+      name: "test-yahoo-tss04-one-ip",
       directives: "off",
       rules: [
         {
           name: "yahoo-tss04",
-          stage: "rcpt",
-          domains: ["yahoo.com"],
+          stage: "mail",
+          sites: ["yahoo"],
+          clients: [throttled],
           reply:
             "421 4.7.0 [TSS04] Messages from {ip} temporarily deferred due to unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
         },
       ],
     });
-    expect(
-      (await inject(cluster.kumodUrl(0), ["tss04@yahoo.com"], { authorization: auth() })).result?.success_count,
-    ).toBe(1);
+    // The pool alternates between its sources, so a few messages reach Yahoo through both proxies.
+    const tss04 = Array.from({ length: 6 }, (_, i) => `tss04-${i}@yahoo.com`);
+    expect((await inject(cluster.kumodUrl(0), tss04, { authorization: auth() })).result?.success_count).toBe(6);
     // policy-extras' ["default"] automation matches "Messages from <ip> temporarily deferred" (immediately) and sets
-    // the rate and connections; the shipped Yahoo provider rule suspends Yahoo's site for two hours.
-    // Read with the parser `npm run status` and the console use, so their reading of TSA's format is checked too.
+    // the rate and connections; the shipped Yahoo provider rule suspends the site for two hours. Both act on the
+    // (source, site) pair whose delivery was deferred. Read with the parser `npm run status` and the console use.
     const yahooOverrides = async (t: number) =>
       parseShapingOverrides((await http(`${cluster.tsaUrl(t)}/get_config_v1/shaping.toml`)).body)
         .filter((o) => o.domain === "yahoo.com")
-        .map((o) => `${o.name}=${o.value}`)
+        .map((o) => `${o.source}:${o.name}=${o.value}`)
         .sort();
-    const suspensions: string[] = [];
+    const yahooSuspensions = async (t: number) =>
+      (
+        JSON.parse((await http(`${cluster.tsaUrl(t)}/get_suspension_v1/suspended.json`)).body).ready_q as {
+          source: string;
+          site_name: string;
+        }[]
+      ).filter((q) => /yahoodns\.net/.test(q.site_name));
     for (let t = 0; t < TSAS; t++) {
       await waitFor(
-        async () => (await yahooOverrides(t)).join(" ") === "connection_limit=1 max_message_rate=1/minute",
+        async () =>
+          (await yahooOverrides(t)).join(" ") === "proxy-1:connection_limit=1 proxy-1:max_message_rate=1/minute",
         60_000,
-        `tsa-${t} to publish the yahoo.com override`,
+        `tsa-${t} to publish the yahoo.com override for proxy-1`,
       );
-      await waitFor(
-        async () => {
-          const body = (await http(`${cluster.tsaUrl(t)}/get_suspension_v1/suspended.json`)).body;
-          const yahoo = (JSON.parse(body).ready_q as unknown[]).filter((q) => /yahoodns\.net/.test(JSON.stringify(q)));
-          suspensions[t] = JSON.stringify(yahoo);
-          return yahoo.length > 0;
-        },
-        60_000,
-        `tsa-${t} to suspend Yahoo's site`,
-      );
+      await waitFor(async () => (await yahooSuspensions(t)).length > 0, 60_000, `tsa-${t} to suspend proxy-1 at Yahoo`);
+      // Both Yahoo rules (policy-extras' and the community file's) match TSS04, each with its own suspension.
+      expect(new Set((await yahooSuspensions(t)).map((q) => q.source))).toEqual(new Set(["proxy-1"]));
     }
-    summary.push(`tsa: both tsa-daemons set yahoo.com to 1 connection, 1/minute and suspended ${suspensions[0]}`);
+    summary.push(
+      `tsa: Yahoo deferred proxy-1 (${throttled}); both tsa-daemons set proxy-1 to 1 connection, 1/minute at yahoo.com and suspended ${(await yahooSuspensions(0))[0]?.site_name}, proxy-0 untouched`,
+    );
   });
 
-  it("holds the provider's site alone: Yahoo's domains wait, other sites keep delivering", async () => {
+  it("sends Yahoo's mail through the other IPs while one is suspended there, and every IP to other sites", async () => {
     // Every kumod takes TSA's suspension over its subscription (a WebSocket to the tsa Service, batched per 3 s)
-    // and applies it as an admin ready-queue suspension.
+    // and applies it as an admin ready-queue suspension, which the pool's source selection skips
+    // (crates/kumod/src/egress_source.rs, "filter to non-suspended pathways").
     for (const url of kumodUrls()) {
+      let applied = "";
       await waitFor(
-        async () => /yahoodns\.net.*TS\?S04/.test((await http(`${url}/api/admin/suspend-ready-q/v1`)).body),
+        async () => {
+          applied = (await http(`${url}/api/admin/suspend-ready-q/v1`)).body;
+          // Either Yahoo rule's suspension: "\[TS?S04\]" (policy-extras) or "421 4\.7\.0 \[TSS04\]" (community).
+          return /proxy-1->[^"]*yahoodns\.net.*automation rule: [^"]*\[TS\??S04/.test(applied);
+        },
         30_000,
-        `${url} to apply TSA's suspension of Yahoo's site`,
-      );
+        `${url} to apply TSA's suspension of proxy-1 at Yahoo`,
+      ).catch((err) => {
+        throw new Error(`${err.message}; its suspensions: ${applied}`);
+      });
     }
     await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
-    const held = ["yahoo.com", "aol.com"];
-    const open = ["example.net", "held-test.example"];
+    const yahoo = ["yahoo.com", "aol.com"];
+    const other = ["example.net", "other-site.example"];
     const before = await sinkStats(cluster.sinkUrl);
     for (const [k, url] of kumodUrls().entries()) {
-      const recipients = [...held, ...open].flatMap((d) => Array.from({ length: 5 }, (_, i) => `s${k}-${i}@${d}`));
+      const recipients = [...yahoo, ...other].flatMap((d) => Array.from({ length: 5 }, (_, i) => `s${k}-${i}@${d}`));
       expect((await inject(url, recipients, { authorization: auth() })).result?.success_count).toBe(recipients.length);
     }
     const delta = async (d: string) => accepted(await sinkStats(cluster.sinkUrl), d) - accepted(before, d);
     await waitFor(
-      async () => (await Promise.all(open.map(delta))).every((n) => n === 5 * KUMODS),
-      60_000,
-      "the other sites to deliver",
+      async () => (await Promise.all([...yahoo, ...other].map(delta))).every((n) => n === 5 * KUMODS),
+      90_000,
+      "every site to deliver",
     );
     await new Promise((r) => setTimeout(r, 3000));
-    expect(await Promise.all(held.map(delta))).toEqual([0, 0]);
-    for (const url of kumodUrls()) {
-      const text = await metrics(url);
-      expect(
-        metricSum(text, "scheduled_count", "yahoo.com") + metricSum(text, "scheduled_count", "aol.com"),
-      ).toBeGreaterThanOrEqual(10);
-    }
+    expect(await Promise.all([...yahoo, ...other].map(delta))).toEqual([...yahoo, ...other].map(() => 5 * KUMODS));
+    // The sink counts by client IP: each proxy pod's address is one sending IP.
+    const after = await sinkStats(cluster.sinkUrl);
+    const sent = (stats: typeof after, pod: string, site: string) =>
+      stats.clients?.[cluster.ip(pod)]?.sites[site]?.messages.accepted ?? 0;
+    const sentSince = (pod: string, site: string) => sent(after, pod, site) - sent(before, pod, site);
+    expect(sentSince("proxy-1", "yahoo"), "proxy-1 at Yahoo").toBe(0);
+    expect(sentSince("proxy-0", "yahoo"), "proxy-0 at Yahoo").toBe(yahoo.length * 5 * KUMODS);
+    expect(sentSince("proxy-1", "other"), "proxy-1 elsewhere").toBeGreaterThan(0);
+    expect(sentSince("proxy-0", "other"), "proxy-0 elsewhere").toBeGreaterThan(0);
+    expect(Object.keys(after.clients ?? {}).sort()).toEqual(PROXIES.map((p) => cluster.ip(p)).sort());
     summary.push(
-      `sites: TSA suspended Yahoo's site; yahoo.com and aol.com (same MX) held on every kumod while ${open.join(", ")} delivered`,
+      `sources: with proxy-1 suspended at Yahoo, all ${yahoo.length * 5 * KUMODS} Yahoo/AOL messages left through proxy-0; other sites through both (${sentSince("proxy-0", "other")}/${sentSince("proxy-1", "other")}); the sink saw only the proxies' IPs`,
     );
   });
 });
@@ -456,6 +489,41 @@ describe("faults", () => {
     await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
     summary.push(
       `tsa restart: tsa-1 kept Yahoo's suspension across its restart; every kumod published to it again within ${((Date.now() - started) / 1000).toFixed(0)} s`,
+    );
+  });
+
+  it("a proxy pod replaced under load: kumod keeps dialling its Service, and every message arrives once", async () => {
+    const domain = "proxy-drill.example";
+    await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
+    const before = await sinkStats(cluster.sinkUrl);
+    let acceptedByKumods = 0;
+    let stop = false;
+    const load = (async () => {
+      for (let batch = 0; !stop && batch < 200; batch++) {
+        const url = kumodUrls()[batch % KUMODS] as string;
+        const recipients = Array.from({ length: 10 }, (_, i) => `p${batch}-${i}@${domain}`);
+        const r = await inject(url, recipients, { authorization: auth() });
+        acceptedByKumods += r.result?.success_count ?? 0;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })();
+    await waitFor(async () => acceptedByKumods >= 200, 60_000, "200 accepted recipients");
+    // Kubernetes' way: the pod stops, leaves its Service's endpoints and comes back under its name with a new IP.
+    const { before: oldIp, after: newIp } = await cluster.replacePod("proxy-0");
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    stop = true;
+    await load;
+    const delivered = async () => accepted(await sinkStats(cluster.sinkUrl), domain) - accepted(before, domain);
+    // Mail that met the stopped proxy is deferred and retried (policy/queues.toml: 20 s, doubling to 1 minute).
+    expect(await settledCount(delivered, acceptedByKumods, 150_000, `${acceptedByKumods} messages delivered`)).toBe(
+      acceptedByKumods,
+    );
+    const after = await sinkStats(cluster.sinkUrl);
+    const from = (stats: typeof after, ip: string) => stats.clients?.[ip]?.sites.other?.messages.accepted ?? 0;
+    expect(newIp).not.toBe(oldIp);
+    expect(from(after, newIp), `proxy-0's new address ${newIp}`).toBeGreaterThan(0);
+    summary.push(
+      `proxy restart: proxy-0 replaced under load (${oldIp} -> ${newIp}); all ${acceptedByKumods} accepted delivered once, ${from(after, oldIp) - from(before, oldIp)} from the old address, ${from(after, newIp)} from the new one, ${from(after, cluster.ip("proxy-1")) - from(before, cluster.ip("proxy-1"))} through proxy-1`,
     );
   });
 

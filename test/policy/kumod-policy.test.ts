@@ -37,6 +37,10 @@ const RECIPIENTS = [
   "peggy@xn--bcher-kva.example",
 ];
 
+/** A ready queue through one of the harness environment's two proxies (the pool's first entry in service). */
+const readyQueue = (site: string) =>
+  new RegExp(`^proxy-[01]->${site.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}@smtp_client$`);
+
 const domainOf = (recipient: string) => recipient.slice(recipient.lastIndexOf("@") + 1);
 
 function messageSteps(recipients: string[]): string[] {
@@ -89,7 +93,7 @@ describe("kumod policy routes every message by MX, through mx-dns, to the sink",
     expect(out.error).toBeUndefined();
     expect(out.exitCode).toBe(0);
     okStep(out, 0);
-    expect(onlyCall(out, "kumo.dns.lookup_addr").args.name).toBe("mx-dns.kumomta.svc.cluster.local");
+    expect(callsOf(out, "kumo.dns.lookup_addr")[0]?.args.name).toBe("mx-dns.kumomta.svc.cluster.local");
     expect(onlyCall(out, "kumo.dns.configure_resolver").args.name_servers).toEqual(["10.96.0.53:53"]);
     const initCalls = out.calls.map((c) => c.fn).filter((fn) => fn.startsWith("kumo."));
     expect(initCalls.indexOf("kumo.dns.configure_resolver")).toBeLessThan(initCalls.indexOf("kumo.define_spool"));
@@ -102,7 +106,7 @@ describe("kumod policy routes every message by MX, through mx-dns, to the sink",
         const r = okStep(out, i + 1).result;
         expect(r.answered_by).toBe("policy");
         expect(r.queue_config.protocol).toEqual({ smtp: { mx_list: [SINK_MX] } });
-        expect(r.ready_queue).toBe(`sink-egress->mx_list:${SINK_MX}@smtp_client`);
+        expect(r.ready_queue).toMatch(readyQueue(`mx_list:${SINK_MX}`));
       });
     } else {
       const host = MX_HOST[domain] ?? `mx1.${domain}`;
@@ -113,7 +117,7 @@ describe("kumod policy routes every message by MX, through mx-dns, to the sink",
         expect(r.meta.routing_domain).toBeUndefined();
         expect(r.queue_name).toBe(`tilt@${domain}`);
         expect(r.site_name).toBe(host);
-        expect(r.ready_queue).toBe(`sink-egress->${host}@smtp_client`);
+        expect(r.ready_queue).toMatch(readyQueue(host));
       });
     }
 
@@ -157,7 +161,7 @@ describe("kumod policy routes every message by MX, through mx-dns, to the sink",
     expect(seconds(config.retry_interval)).toBeLessThanOrEqual(60);
     expect(seconds(config.max_retry_interval)).toBeLessThanOrEqual(60);
     expect(seconds(config.max_age)).toBeLessThan(24 * 3600);
-    expect(config.egress_pool).toBe("sink-pool");
+    expect(config.egress_pool).toBe("egress");
   });
 
   it("lifts KumoMTA's shipped 100 msg/s and 10 connection default for the sink", () => {
@@ -225,13 +229,12 @@ describe("kumod policy wiring", () => {
       .map((c) => c.fn)
       .filter((fn) => fn.endsWith("setup_with_automation") || fn.startsWith("queue:"));
     expect(setups).toEqual(["shaping:setup_with_automation", "queue:setup_with_options"]);
-    expect(out.registrations.filter((r) => r.replaced)).toEqual([]);
   });
 
   it("routes a queue that has no tenant (e.g. created by an admin rebind) by MX too", () => {
     const r = okStep(out, 1).result;
     expect(r.queue_name).toBe("tenantless.example");
-    expect(r.ready_queue).toBe("sink-egress->mx1.tenantless.example@smtp_client");
+    expect(r.ready_queue).toMatch(/^proxy-[01]->mx1\.tenantless\.example@smtp_client$/);
   });
 
   it("leaves TSA publish queues to the shaping helper (they must reach tsa-daemon, not the sink)", () => {
@@ -337,7 +340,10 @@ describe("kumod policy follows its environment", () => {
       }),
       ["init", "message", "x@gmail.com", "", "message", "x@[192.0.2.1]", ""],
     );
-    expect(onlyCall(out, "kumo.dns.lookup_addr").args.name).toBe("mx-dns.team-a.svc.corp.internal");
+    const lookups = callsOf(out, "kumo.dns.lookup_addr").map((c) => c.args.name);
+    expect(lookups[0]).toBe("mx-dns.team-a.svc.corp.internal");
+    // The message's egress source: the pool's first proxy, through its Service.
+    expect(lookups[1]).toMatch(/^proxy-[01]\.team-a\.svc\.corp\.internal$/);
     const literal = okStep(out, 2).result;
     expect(literal.queue_config.protocol.smtp.mx_list).toEqual(["blackhole.team-a.svc.corp.internal:2626"]);
     expect(literal.egress_path.smtp_port).toBe(2626);
@@ -474,6 +480,72 @@ describe("kumod policy HTTP basic auth against the mounted Secret files", () => 
       expect(JSON.stringify(out)).not.toContain(secretUser);
     } finally {
       await rm(emptyDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("kumod policy egress: the pool's sources in service and their proxies", () => {
+  let authDir: string;
+  beforeAll(async () => {
+    authDir = await credentialsDir(USER, PASSWORD);
+  });
+  afterAll(() => rm(authDir, { recursive: true, force: true }));
+
+  const run = (env: Record<string, string | undefined>, steps: string[]) =>
+    runPolicy("init.lua", kumodEnv(authDir, env), ["init", ...steps]);
+  const poolMembers = (out: HarnessOutput) =>
+    (okStep(out, 1).result.entries as { name: string; weight: number }[]).map((e) => `${e.name}:${e.weight}`).sort();
+
+  it("with the proxy component, uses exactly the proxy pods that exist, weighted as in sources.toml", async () => {
+    expect(poolMembers(await run({ PROXY_REPLICAS: "2" }, ["pool", "egress"]))).toEqual(["proxy-0:1", "proxy-1:1"]);
+    expect(poolMembers(await run({ PROXY_REPLICAS: "4" }, ["pool", "egress"]))).toEqual([
+      "proxy-0:1",
+      "proxy-1:1",
+      "proxy-2:1",
+      "proxy-3:1",
+    ]);
+  });
+
+  it("without it, delivers from kumod's own pod IP (source direct)", async () => {
+    const out = await run({ PROXY_STS: undefined, PROXY_REPLICAS: undefined, PROXY_PORT: undefined }, [
+      "pool",
+      "egress",
+      "source",
+      "direct",
+    ]);
+    expect(poolMembers(out)).toEqual(["direct:1"]);
+    expect(okStep(out, 2).result).toEqual({ name: "direct" });
+  });
+
+  it("sends each proxy source through its pod's own Service, connecting from the pod's address", async () => {
+    const out = await run({}, ["source", "proxy-1"]);
+    const source = okStep(out, 1).result;
+    const lookups = callsOf(out, "kumo.dns.lookup_addr").map((c) => c.args.name);
+    expect(lookups).toContain("proxy-1.kumomta.svc.cluster.local");
+    expect(source.name).toBe("proxy-1");
+    expect(source.socks5_proxy_server).toMatch(/^10\.96\.\d+\.\d+:5000$/);
+    expect(source.socks5_proxy_source_address).toBe("0.0.0.0");
+    const other = okStep(await run({}, ["source", "proxy-0"]), 1).result;
+    expect(other.socks5_proxy_server).not.toBe(source.socks5_proxy_server);
+  });
+
+  it("says which Service is missing when a proxy's name does not resolve", async () => {
+    const out = await runPolicy("init.lua", { ...kumodEnv(authDir), HARNESS_DNS: "none" }, ["source", "proxy-0"]);
+    expect(step(out, 0).ok).toBe(false);
+    expect(String(step(out, 0).error)).toMatch(
+      /cannot resolve proxy-0\.kumomta\.svc\.cluster\.local for egress source proxy-0/,
+    );
+  });
+
+  it("refuses a proxy count the pool has no sources for, or a missing port, naming the variable", async () => {
+    for (const [env, message] of [
+      [{ PROXY_REPLICAS: "5" }, /PROXY_REPLICAS="5" is invalid: expected a whole number between 1 and 4/],
+      [{ PROXY_REPLICAS: "0" }, /PROXY_REPLICAS="0" is invalid/],
+      [{ PROXY_PORT: undefined }, /PROXY_PORT is not set; k8s\/components\/proxy sets it/],
+    ] as const) {
+      const out = await runPolicy("init.lua", kumodEnv(authDir, env), []);
+      expect(out.exitCode).toBe(1);
+      expect(out.error).toMatch(message);
     }
   });
 });

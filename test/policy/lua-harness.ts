@@ -18,7 +18,6 @@ export interface Call {
 export interface Registration {
   event: string;
   by: string;
-  replaced: boolean;
 }
 
 export interface StepResult {
@@ -50,6 +49,9 @@ export function kumodEnv(authDir: string, overrides: Record<string, string | und
     TSA_REPLICAS: "2",
     TSA_SERVICE: "tsa",
     TSA_PORT: "8008",
+    PROXY_STS: "proxy",
+    PROXY_REPLICAS: "2",
+    PROXY_PORT: "5000",
     SINK_SERVICE: "sink",
     SINK_SMTP_PORT: "2525",
     SINK_SITE_PORTS: "google=2526,yahoo=2527,outlook=2528",

@@ -32,7 +32,15 @@ async function luacheck(args: string[]) {
 describe("Lua policy static checks", () => {
   it("finds the policy files the ConfigMap is generated from", async () => {
     const names = (await luaFiles(policyDir)).map((f) => path.basename(f)).sort();
-    expect(names).toEqual(["init.lua", "tilt_auth.lua", "tilt_dns.lua", "tilt_settings.lua", "tsa_init.lua"]);
+    expect(names).toEqual([
+      "init.lua",
+      "proxy_init.lua",
+      "tilt_auth.lua",
+      "tilt_dns.lua",
+      "tilt_egress.lua",
+      "tilt_settings.lua",
+      "tsa_init.lua",
+    ]);
   });
 
   it("compiles every policy and harness file with luac5.4 -p", async () => {

@@ -138,9 +138,10 @@ export class RawSmtp {
     });
   }
 
-  static open(port: number): Promise<RawSmtp> {
+  /** `localAddress`: the client IP the sink sees, any of 127.0.0.0/8 on Linux loopback. */
+  static open(port: number, localAddress?: string): Promise<RawSmtp> {
     return new Promise((resolve, reject) => {
-      const s = connect(port, "127.0.0.1", () => resolve(new RawSmtp(s)));
+      const s = connect({ port, host: "127.0.0.1", localAddress }, () => resolve(new RawSmtp(s)));
       s.once("error", reject);
     });
   }

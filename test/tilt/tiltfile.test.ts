@@ -35,7 +35,7 @@ describe("Tiltfile evaluated by the real tilt binary", () => {
 
   beforeAll(async () => {
     defaults = await evaluateTiltfile();
-    scaled = await evaluateTiltfile(["--mta-replicas", "5", "--tsa-replicas", "4"]);
+    scaled = await evaluateTiltfile(["--mta-replicas", "5", "--tsa-replicas", "4", "--proxies", "3"]);
   }, 240_000);
 
   it("evaluates cleanly on a local kind context", () => {
@@ -54,9 +54,9 @@ describe("Tiltfile evaluated by the real tilt binary", () => {
     expect(manifest(defaults, "mx-dns").Labels).toHaveProperty("backing");
   });
 
-  it("starts kumod only after Dragonfly, mx-dns and the sink, and tsa-daemon after mx-dns", () => {
+  it("starts kumod only after Dragonfly, mx-dns, the sink and the proxies, and tsa-daemon after mx-dns", () => {
     expect(manifest(defaults, "kumod").ResourceDependencies).toEqual(
-      expect.arrayContaining(["dragonfly", "mx-dns", "sink"]),
+      expect.arrayContaining(["dragonfly", "mx-dns", "sink", "proxy"]),
     );
     expect(manifest(defaults, "tsa").ResourceDependencies).toEqual(["mx-dns"]);
   });
@@ -97,7 +97,7 @@ describe("Tiltfile evaluated by the real tilt binary", () => {
 
   it("keeps the overlay's replica counts when no setting is given", async () => {
     const rendered = await overlayRender();
-    for (const name of ["kumod", "tsa"]) {
+    for (const name of ["kumod", "tsa", "proxy"]) {
       const tilt = find(objectsOf(manifest(defaults, name)), "StatefulSet", name);
       expect(tilt.spec.replicas).toBe(find(rendered, "StatefulSet", name).spec.replicas);
     }
@@ -116,6 +116,22 @@ describe("Tiltfile evaluated by the real tilt binary", () => {
     const headless = find(tsaObjects, "Service", tsa.spec.serviceName);
     expect(headless.spec.clusterIP).toBe("None");
   });
+
+  it("--proxies 3 runs three proxy pods, kumod's pool uses three, and each pod's Service is listed with them", () => {
+    const proxyObjects = objectsOf(manifest(scaled, "proxy"));
+    expect(find(proxyObjects, "StatefulSet", "proxy").spec.replicas).toBe(3);
+    expect(envOf(find(objectsOf(manifest(scaled, "kumod")), "StatefulSet", "kumod"), "kumod").PROXY_REPLICAS).toBe("3");
+    const services = proxyObjects.filter((o) => o.kind === "Service").map((o) => o.metadata.name);
+    expect(services).toEqual(expect.arrayContaining(["proxy-0", "proxy-1", "proxy-2", "proxy-3", "proxy-headless"]));
+  });
+
+  it("refuses more proxies than the pool has sources, saying why", async () => {
+    const five = await evaluateTiltfile(["--proxies", "5"]);
+    expect(five.exitCode).not.toBe(0);
+    expect(five.stderr).toMatch(
+      /--proxies must be a whole number from 1 to 4 \(policy\/sources\.toml has sources proxy-0\.\.3\), got "5"/,
+    );
+  }, 120_000);
 
   it("--sink-starttls deploys the sink-starttls overlay, with the other settings still applied", async () => {
     expect(envOf(find(objectsOf(manifest(defaults, "kumod")), "StatefulSet", "kumod"), "kumod").SINK_TLS).toBe(

@@ -4,6 +4,7 @@
  */
 import { parse as parseYaml } from "yaml";
 import { SITE_NAME } from "../sites.ts";
+import { type ClientsDef, validateClients } from "./clients.ts";
 
 export type Stage = "connect" | "mail" | "rcpt" | "data";
 export const STAGES: readonly Stage[] = ["connect", "mail", "rcpt", "data"];
@@ -15,6 +16,8 @@ export interface RuleDef {
   stage: Stage;
   /** Provider sites (the port kumod connected to, SINK_SITE_PORTS; "other" for SINK_SMTP_PORT). */
   sites?: string[];
+  /** Client IPs (TCP peers): addresses and CIDR ranges, or "one" (the first client IP that reaches the rule). */
+  clients?: ClientsDef;
   domains?: string[];
   probability?: number;
   throttle?: { max: number; per: "second" | "minute" | "connection" };
@@ -54,6 +57,7 @@ const RULE_KEYS = new Set([
   "name",
   "stage",
   "sites",
+  "clients",
   "domains",
   "probability",
   "throttle",
@@ -136,6 +140,7 @@ function validateRule(
       rule.sites = raw.sites.map(String);
     }
   }
+  if (raw.clients !== undefined) rule.clients = validateClients(raw.clients, `${path}.clients`, errors);
   if (raw.domains !== undefined) {
     if (stage === "connect" || stage === "mail") {
       errors.push(`${path}.domains: recipient domains are unknown at stage ${String(stage)}; use rcpt or data`);

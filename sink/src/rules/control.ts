@@ -59,6 +59,12 @@ export class ScenarioControl {
   }
 
   describe(): object {
-    return { name: this.active.def.name, custom: this.custom, available: this.available(), rules: this.active.def };
+    return {
+      name: this.active.def.name,
+      custom: this.custom,
+      available: this.available(),
+      chosen_clients: this.active.chosenClients(),
+      rules: this.active.def,
+    };
   }
 }

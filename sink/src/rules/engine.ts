@@ -2,6 +2,7 @@
  * The rules engine: a validated scenario compiled into per-stage rule lists that the SMTP session evaluates
  * synchronously on its hot path. No allocation per evaluation; results go into a caller-owned Decision.
  */
+import { ClientMatcher } from "./clients.ts";
 import type { DelaySpec, RuleDef, ScenarioDef, Stage } from "./config.ts";
 import type { Random } from "./random.ts";
 
@@ -24,8 +25,8 @@ export function newDecision(): Decision {
 }
 
 /**
- * Per-connection state the engine needs: the peer address for templates, the provider site the connection was made
- * to, and what the engine keeps for the scenario it was bound to (another active scenario rebinds it).
+ * Per-connection state the engine needs: the client IP (for `clients` and `{ip}`), the provider site the connection
+ * was made to, and what the engine keeps for the scenario it was bound to (another active scenario rebinds it).
  */
 export interface PeerState {
   ip: string;
@@ -84,6 +85,8 @@ class CompiledRule {
   readonly name: string;
   /** The sites this rule applies on; null for every site. */
   private readonly sites: Set<string> | null;
+  /** The client IPs this rule applies to; null for every client. */
+  readonly clients: ClientMatcher | null;
   private readonly anyDomain: boolean;
   private readonly exact: Set<string>;
   private readonly suffixes: string[];
@@ -100,6 +103,7 @@ class CompiledRule {
   constructor(def: RuleDef, catalogues: Record<string, string[]>, connectionSlot: number) {
     this.name = def.name;
     this.sites = def.sites ? new Set(def.sites) : null;
+    this.clients = def.clients ? new ClientMatcher(def.clients) : null;
     const domains = def.domains ?? ["*"];
     this.anyDomain = domains.includes("*");
     this.exact = new Set(domains.filter((d) => !d.startsWith("*")));
@@ -154,6 +158,8 @@ class CompiledRule {
 
   /** Applies the rule; returns true when it fired. Sets an outcome in `out` only if it has one. */
   apply(peer: PeerState, domain: string, random: Random, out: Decision): boolean {
+    // Before the throttle: other clients' events must not count against it.
+    if (this.clients !== null && !this.clients.matches(peer.ip)) return false;
     if (this.throttlePer !== 0 && !this.overThrottle(peer)) return false;
     if (this.probability < 1 && random.next() >= this.probability) return false;
     if (this.delay !== null) out.delayMs += this.delay(random);
@@ -221,6 +227,15 @@ export class CompiledScenario {
       this.bySite.set(site, rules);
     }
     return rules;
+  }
+
+  /** Per rule with `clients: one`, the client IP it chose, or null while no client has reached it. */
+  chosenClients(): Record<string, string | null> {
+    const out: Record<string, string | null> = {};
+    for (const list of this.byStage) {
+      for (const r of list) if (r.clients?.choosesOne) out[r.name] = r.clients.chosen;
+    }
+    return out;
   }
 
   hasRules(stage: number, peer: PeerState): boolean {

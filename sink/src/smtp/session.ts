@@ -5,6 +5,7 @@
  */
 import type { Socket } from "node:net";
 import { type SecureContext, TLSSocket } from "node:tls";
+import { type ClientSiteCounts, clientIp } from "../clients.ts";
 import { log } from "../log.ts";
 import {
   addressDirective,
@@ -101,6 +102,8 @@ export class Session implements PeerState {
   private messages = 0;
   private readonly startedAt = Date.now();
   private reason = "peer-closed";
+  /** This client IP's counters on this site. */
+  private readonly client: ClientSiteCounts;
 
   /** `accepted` must come from a server created with `pauseOnConnect`: the session takes over its connection. */
   constructor(
@@ -110,11 +113,13 @@ export class Session implements PeerState {
   ) {
     const socket = sharedReadSocket(accepted, this.onData);
     this.socket = socket;
-    this.ip = socket.remoteAddress?.replace(/^::ffff:/, "") ?? "unknown";
+    this.ip = clientIp(socket.remoteAddress);
     this.site = siteCtx.name;
+    this.client = ctx.stats.clients.counts(this.ip, this.site);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;
     siteCtx.counts.connections++;
+    this.client.connections++;
     socket.setNoDelay(true);
     socket.setTimeout(ctx.settings.idleTimeoutMs);
     socket.on("timeout", this.onTimeout);
@@ -447,6 +452,7 @@ export class Session implements PeerState {
     }
     if (envelope.size > this.ctx.settings.maxMessageSize) {
       stats.messagesBounced++;
+      this.client.messages.bounced++;
       this.respond(STAGE_MAIL, 552, "552 5.3.4 Message size exceeds fixed maximum message size", 0);
       return;
     }
@@ -462,8 +468,13 @@ export class Session implements PeerState {
       }
       delay = decision.delayMs;
       if (decision.reply !== null && decision.code >= 400) {
-        if (decision.code < 500) stats.messagesDeferred++;
-        else stats.messagesBounced++;
+        if (decision.code < 500) {
+          stats.messagesDeferred++;
+          this.client.messages.deferred++;
+        } else {
+          stats.messagesBounced++;
+          this.client.messages.bounced++;
+        }
         this.respond(STAGE_MAIL, decision.code, decision.reply, delay);
         return;
       }
@@ -494,6 +505,7 @@ export class Session implements PeerState {
       stats.recipientsDeferred++;
       stats.domain(domain).deferred++;
       this.siteCtx.counts.deferred++;
+      this.client.recipients.deferred++;
       this.respond(STAGE_RCPT, 452, "452 4.5.3 Error: too many recipients", 0);
       return;
     }
@@ -542,10 +554,12 @@ export class Session implements PeerState {
       stats.recipientsDeferred++;
       stats.domain(domain).deferred++;
       this.siteCtx.counts.deferred++;
+      this.client.recipients.deferred++;
     } else {
       stats.recipientsBounced++;
       stats.domain(domain).bounced++;
       this.siteCtx.counts.bounced++;
+      this.client.recipients.bounced++;
     }
     this.respond(STAGE_RCPT, code, line, delay);
   }
@@ -584,21 +598,28 @@ export class Session implements PeerState {
     }
     const domains = this.domains;
     const site = this.siteCtx.counts;
+    const client = this.client;
     if (code < 400) {
       stats.messagesAccepted++;
       stats.recipientsAccepted += n;
       site.accepted += n;
+      client.messages.accepted++;
+      client.recipients.accepted += n;
       stats.bytesAccepted += bytes;
       for (let i = 0; i < n; i++) stats.domain(domains[i] as string).accepted++;
     } else if (code < 500) {
       stats.messagesDeferred++;
       stats.recipientsDeferred += n;
       site.deferred += n;
+      client.messages.deferred++;
+      client.recipients.deferred += n;
       for (let i = 0; i < n; i++) stats.domain(domains[i] as string).deferred++;
     } else {
       stats.messagesBounced++;
       stats.recipientsBounced += n;
       site.bounced += n;
+      client.messages.bounced++;
+      client.recipients.bounced += n;
       for (let i = 0; i < n; i++) stats.domain(domains[i] as string).bounced++;
     }
     this.resetTransaction();

@@ -4,19 +4,31 @@
  * that knows the Services as the cluster DNS, Debian's redis-server in Dragonfly's place and the project's own sink.
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { editOverlay, type K8sObject, render, repoRoot, runSeed, scratchRepo } from "../../k8s/render.ts";
 import type { Bundle } from "./bundle.ts";
-import { clusterHosts, containerOf, podNames, resolveEnv, resolveMounts, workload } from "./manifests.ts";
+import {
+  clusterHosts,
+  containerOf,
+  POD_NAME_LABEL,
+  podLabels,
+  podNames,
+  resolveEnv,
+  resolveMounts,
+  workload,
+} from "./manifests.ts";
 import { type PodHost, PodNetwork, waitFor } from "./network.ts";
 import { fileVolume, type Mount, type RunningContainer, startContainer, volumeDir } from "./pod.ts";
+import { ServiceProxy } from "./service-proxy.ts";
 
 export interface ClusterOptions {
   bundle: Bundle;
   kumods?: number;
   tsas?: number;
+  proxies?: number;
 }
 
 interface PodRecord {
@@ -35,6 +47,8 @@ export class TestCluster {
   readonly running = new Map<string, RunningContainer | ResultPromise>();
   private redis?: ResultPromise;
   private kubeDns?: PodHost;
+  /** Services that select one pod each (the proxies'), with a ClusterIP that outlives the pod. */
+  readonly services = new Map<string, { proxy: ServiceProxy; pod: string }>();
   private constructor(
     readonly dir: string,
     readonly objects: K8sObject[],
@@ -45,12 +59,13 @@ export class TestCluster {
 
   static async start(opts: ClusterOptions): Promise<TestCluster> {
     const dir = await mkdtemp(path.join(tmpdir(), "kumomta-tilt-kumod-"));
-    const objects = await renderWithCredentials(opts.kumods ?? 3, opts.tsas ?? 2);
+    const objects = await renderWithCredentials(opts.kumods ?? 3, opts.tsas ?? 2, opts.proxies ?? 2);
     const namespace = objects.find((o) => o.kind === "Namespace")?.metadata.name;
     const net = await PodNetwork.create();
     const cluster = new TestCluster(dir, objects, namespace, net, opts.bundle);
     try {
       await cluster.addPods();
+      await cluster.addPodServices();
       await cluster.startClusterDns();
       await cluster.startRedis();
       await cluster.startSink();
@@ -60,6 +75,7 @@ export class TestCluster {
         await Promise.all(names.map((n) => cluster.startPod(n)));
       };
       await startAll("tsa-");
+      await startAll("proxy-");
       await startAll("kumod-");
     } catch (err) {
       await cluster.stop();
@@ -111,15 +127,51 @@ export class TestCluster {
       ["Deployment", "sink"],
       ["Deployment", "mx-dns"],
       ["StatefulSet", "tsa"],
+      ["StatefulSet", "proxy"],
       ["StatefulSet", "kumod"],
     ];
     for (const [kind, name] of wanted) {
       const w = workload(this.objects, kind, name);
       for (const pod of podNames(w)) {
         const host = await this.net.addHost(pod);
-        this.pods.set(pod, { name: pod, workload: w, host, labels: w.spec.template.metadata.labels, runs: 0 });
+        this.pods.set(pod, { name: pod, workload: w, host, labels: podLabels(w, pod), runs: 0 });
       }
     }
+  }
+
+  /** A ClusterIP (10.96.0.100 onwards) for each Service that selects a single pod by name. */
+  private async addPodServices() {
+    const perPod = this.objects.filter((o) => o.kind === "Service" && o.spec.selector?.[POD_NAME_LABEL]);
+    for (const [index, svc] of perPod.entries()) {
+      const pod: string = svc.spec.selector[POD_NAME_LABEL];
+      const [port] = svc.spec.ports;
+      const record = this.pods.get(pod);
+      const target = record ? resolvePort(containerOf(record.workload), port.targetPort) : port.port;
+      const proxy = await ServiceProxy.create(`10.96.0.${100 + index}`, port.port, target);
+      this.services.set(svc.metadata.name, { proxy, pod });
+    }
+  }
+
+  /** The Services selecting `pod` follow it: to its current IP once it is ready, to nothing once it stops. */
+  private async setEndpoints(pod: string, ip: string | undefined) {
+    for (const { proxy, pod: selected } of this.services.values()) if (selected === pod) await proxy.setEndpoint(ip);
+  }
+
+  /** What Kubernetes does when a pod is deleted: it stops, and its replacement starts with the same name, a new IP. */
+  async replacePod(name: string): Promise<{ before: string; after: string }> {
+    const pod = this.pods.get(name);
+    if (!pod) throw new Error(`no pod ${name}`);
+    const before = pod.host.ip;
+    await this.stopPod(name);
+    pod.host = await this.net.addHost(name);
+    await this.startPod(name);
+    return { before, after: pod.host.ip };
+  }
+
+  /** Stops a pod (SIGTERM, as the kubelet does) and takes it out of its Services. */
+  async stopPod(name: string): Promise<void> {
+    await this.setEndpoints(name, undefined);
+    await this.container(name).stop("SIGTERM", 30_000);
   }
 
   private get clusterDomain(): string {
@@ -140,11 +192,12 @@ export class TestCluster {
         { ip: p.host.ip, labels: p.labels, workload: p.workload.metadata.name },
       ]),
     );
+    const serviceIps = new Map([...this.services.entries()].map(([name, s]) => [name, s.proxy.vip]));
     const dir = path.join(this.dir, "dns");
     await mkdir(dir, { recursive: true });
     await writeFile(
       path.join(dir, "cluster-hosts"),
-      clusterHosts(this.objects, this.namespace, this.clusterDomain, ips),
+      clusterHosts(this.objects, this.namespace, this.clusterDomain, ips, serviceIps),
     );
     await writeFile(path.join(dir, "Corefile"), `.:53 {\n    hosts ${path.join(dir, "cluster-hosts")}\n}\n`);
     await writeFile(path.join(dir, "hosts"), "127.0.0.1 localhost\n::1 localhost\n");
@@ -225,13 +278,19 @@ export class TestCluster {
     await waitFor(async () => (await tryFetch(`${this.sinkUrl}/readyz`))?.ok === true, 20_000, "the sink to be ready");
   }
 
-  /** Starts (or restarts, keeping its claims) a pod of an image we run for real and waits for its startup probe. */
+  /**
+   * Starts (or restarts, keeping its claims) a pod of an image we run for real, waits for its startup probe and
+   * then points its Services at it.
+   */
   async startPod(name: string): Promise<RunningContainer> {
     const c = await this.launchPod(name);
     const spec = containerOf(this.pods.get(name)?.workload as K8sObject);
-    const probe = spec.startupProbe?.httpGet;
-    if (!probe) throw new Error(`${name} has no HTTP startup probe to wait for`);
-    const url = `http://${this.ip(name)}:${resolvePort(spec, probe.port)}${probe.path}`;
+    const probe = spec.startupProbe?.httpGet ?? spec.startupProbe?.tcpSocket;
+    if (!probe) throw new Error(`${name} has no HTTP or TCP startup probe to wait for`);
+    const port = resolvePort(spec, probe.port);
+    const passes = spec.startupProbe.httpGet
+      ? async () => (await tryFetch(`http://${this.ip(name)}:${port}${probe.path}`))?.ok === true
+      : () => tcpConnects(this.ip(name), port);
     let exited: number | null | undefined;
     void c.exited.then((code) => {
       exited = code;
@@ -240,14 +299,15 @@ export class TestCluster {
       await waitFor(
         async () => {
           if (exited !== undefined) throw new Error(`${name} exited (${exited}) before it was ready`);
-          return (await tryFetch(url))?.ok === true;
+          return passes();
         },
         120_000,
-        `${name} to pass its startup probe (${probe.path})`,
+        `${name} to pass its startup probe (${probe.path ?? `tcp ${port}`})`,
       );
     } catch (err) {
       throw new Error(`${(err as Error).message}; its output ends:\n${tail(c.output())}`);
     }
+    await this.setEndpoints(name, this.ip(name));
     return c;
   }
 
@@ -338,12 +398,13 @@ export class TestCluster {
         await c;
       }
     }
+    for (const { proxy } of this.services.values()) await proxy.close();
     await this.net.close();
     await rm(this.dir, { recursive: true, force: true });
   }
 }
 
-async function renderWithCredentials(kumods: number, tsas: number): Promise<K8sObject[]> {
+async function renderWithCredentials(kumods: number, tsas: number, proxies: number): Promise<K8sObject[]> {
   const scratch = await scratchRepo();
   try {
     const seeded = await runSeed(scratch);
@@ -352,6 +413,7 @@ async function renderWithCredentials(kumods: number, tsas: number): Promise<K8sO
       k.replicas = [
         { name: "kumod", count: kumods },
         { name: "tsa", count: tsas },
+        { name: "proxy", count: proxies },
       ];
     });
     return await render(scratch);
@@ -373,6 +435,21 @@ async function redisPing(host: PodHost, port: string, password: string): Promise
     env: { REDISCLI_AUTH: password },
   });
   return r.stdout.trim() === "PONG";
+}
+
+function tcpConnects(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port, timeout: 2000 });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+    socket.once("timeout", () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
 }
 
 async function tryFetch(url: string): Promise<Response | undefined> {

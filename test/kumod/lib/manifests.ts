@@ -98,18 +98,25 @@ export function podNames(w: K8sObject): string[] {
 }
 
 /**
- * /etc/hosts lines for cluster DNS: each Service's FQDN maps to the IPs of the pods its selector matches, and a
- * headless Service of a StatefulSet also gets one name per pod (`<pod>.<service>.<ns>.svc.<domain>`).
+ * /etc/hosts lines for cluster DNS: each Service's FQDN maps to the IPs of the pods its selector matches, or to its
+ * ClusterIP when it has one here (`serviceIps`), and a headless Service of a StatefulSet also gets one name per pod
+ * (`<pod>.<service>.<ns>.svc.<domain>`).
  */
 export function clusterHosts(
   objects: K8sObject[],
   namespace: string,
   clusterDomain: string,
   podIps: Map<string, { ip: string; labels: Record<string, string>; workload: string }>,
+  serviceIps: Map<string, string> = new Map(),
 ): string {
   const lines: string[] = [];
   for (const svc of objects.filter((o) => o.kind === "Service")) {
     const fqdn = `${svc.metadata.name}.${namespace}.svc.${clusterDomain}`;
+    const clusterIp = serviceIps.get(svc.metadata.name);
+    if (clusterIp !== undefined) {
+      lines.push(`${clusterIp} ${fqdn}`);
+      continue;
+    }
     const selector: Record<string, string> = svc.spec.selector ?? {};
     const pods = [...podIps.entries()].filter(([, p]) => Object.entries(selector).every(([k, v]) => p.labels[k] === v));
     for (const [podName, p] of pods) {
@@ -118,4 +125,14 @@ export function clusterHosts(
     }
   }
   return `127.0.0.1 localhost\n${lines.join("\n")}\n`;
+}
+
+/** The label the StatefulSet controller adds to each of its pods, which per-pod Services select. */
+export const POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name";
+
+/** The labels a pod of `w` named `pod` carries: its template's, plus the controller's for a StatefulSet. */
+export function podLabels(w: K8sObject, pod: string): Record<string, string> {
+  const labels = { ...w.spec.template.metadata.labels };
+  if (w.kind === "StatefulSet") labels[POD_NAME_LABEL] = pod;
+  return labels;
 }

@@ -8,6 +8,8 @@
 import { execa, type ResultPromise } from "execa";
 
 export const NODE_IP_SUFFIX = 1;
+/** Where Service addresses come from (ServiceProxy), routed by every pod through the node as in a cluster. */
+export const SERVICE_CIDR = "10.96.0.0/16";
 
 export interface PodHost {
   name: string;
@@ -68,6 +70,7 @@ export class PodNetwork {
         `ip addr add ${ip}/24 dev eth0`,
         "ip link set eth0 up",
         `ip route add ${this.untrustedIp}/32 dev eth0`,
+        `ip route add ${SERVICE_CIDR} via ${this.nodeIp} dev eth0`,
       ].join(" && "),
     ]);
     return { name, ip, holderPid, nsenter };

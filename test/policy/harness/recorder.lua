@@ -256,14 +256,13 @@ local function register(event, fn)
     error('kumo.on(name, function) expected', 3)
   end
   local list = H.handlers[event] or {}
-  local replaced = false
+  -- kumod refuses a second handler for a one-handler event (crates/config).
   if not MULTI_HANDLER_EVENTS[event] and #list > 0 then
-    list = {}
-    replaced = true
+    error(string.format('%s event already has a handler defined by %s', event, list[1].by), 3)
   end
   table.insert(list, { fn = fn, by = current_registrar })
   H.handlers[event] = list
-  table.insert(H.registrations, { event = event, by = current_registrar, replaced = replaced })
+  table.insert(H.registrations, { event = event, by = current_registrar })
 end
 
 function kumo.on(event, fn)
@@ -450,7 +449,15 @@ function kumo.dns.lookup_addr(name)
     error(string.format('no record found for Query { name: Name("%s."), query_type: A }', name), 2)
   end
   record('kumo.dns.lookup_addr', { name = name })
-  return { '10.96.0.53' }
+  -- A ClusterIP per Service name, as cluster DNS gives (mx-dns's is 10.96.0.53).
+  if name:match '^mx%-dns%.' then
+    return { '10.96.0.53' }
+  end
+  local hash = 0
+  for i = 1, #name do
+    hash = (hash * 31 + name:byte(i)) % 65000
+  end
+  return { string.format('10.96.%d.%d', 1 + hash // 250, 1 + hash % 250) }
 end
 
 function kumo.dns.configure_resolver(params)
@@ -612,56 +619,6 @@ end
 
 function shaping_module:setup(extra_files)
   return self:setup_with_automation({ extra_files = extra_files, publish = {}, subscribe = {} }).get_egress_path_config
-end
-
--- policy-extras.sources -------------------------------------------------------
-
-local sources_module = {}
-
-function sources_module:setup(files)
-  return as('policy-extras.sources', function()
-    if sources_module.CONFIGURED then
-      error('sources module has already been configured', 0)
-    end
-    record('sources:setup', files)
-    local data = { sources = {}, pools = {} }
-    for _, file in ipairs(files) do
-      local parsed = type(file) == 'table' and file or load_toml(file)
-      for name, params in pairs(parsed.source or {}) do
-        local source = data.sources[name] or { name = name }
-        for k, v in pairs(params) do
-          source[k] = v
-        end
-        kumo.make_egress_source(source)
-        data.sources[name] = source
-      end
-      for pool, members in pairs(parsed.pool or {}) do
-        data.pools[pool] = data.pools[pool] or { name = pool, entries = {} }
-        for member, params in pairs(members) do
-          local entry = { name = member }
-          for k, v in pairs(params) do
-            entry[k] = v
-          end
-          table.insert(data.pools[pool].entries, entry)
-        end
-      end
-    end
-    register('get_egress_source', function(name)
-      if not data.sources[name] then
-        error(string.format("egress source '%s' is not defined in sources.toml", name), 0)
-      end
-      return kumo.make_egress_source(data.sources[name])
-    end)
-    register('get_egress_pool', function(name)
-      if not data.pools[name] then
-        error(string.format("egress pool '%s' is not defined in sources.toml", name), 0)
-      end
-      return kumo.make_egress_pool(data.pools[name])
-    end)
-    sources_module.CONFIGURED = { get_data = function()
-      return data
-    end }
-  end)
 end
 
 -- policy-extras.queue ---------------------------------------------------------
@@ -827,9 +784,6 @@ package.preload['policy-extras.shaping'] = function()
 end
 package.preload['policy-extras.queue'] = function()
   return queue_module
-end
-package.preload['policy-extras.sources'] = function()
-  return sources_module
 end
 
 return H

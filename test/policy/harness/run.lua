@@ -14,6 +14,8 @@
 --   auth <user> <password>   fire http_server_validate_auth_basic
 --   write <path> <content>   replace a file (credential rotation)
 --   tsa-shaping              fire tsa_load_shaping_data
+--   pool <name>              fire get_egress_pool
+--   source <name>            fire get_egress_source
 -- Every queue resolution continues to the ready queue: egress pool ->
 -- egress source -> get_egress_path_config with the site name kumod derives.
 -- Exit status: 0 when the policy loaded, 1 when loading it raised.
@@ -156,6 +158,12 @@ local STEPS = {
     file:write(content)
     file:close()
     return {}
+  end },
+  pool = { arity = 1, run = function(name)
+    return first_handler('get_egress_pool')(name)
+  end },
+  source = { arity = 1, run = function(name)
+    return first_handler('get_egress_source')(name)
   end },
   ['tsa-shaping'] = { arity = 0, run = function()
     local shaping = first_handler('tsa_load_shaping_data')()
