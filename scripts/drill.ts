@@ -2,7 +2,7 @@ import { runMain, usageError } from "./lib/cli.ts";
 import { requireWorkload } from "./lib/drills/faults.ts";
 import { buildPlan, type DrillOptions, type DrillPlan, parseDrillArgs } from "./lib/drills/plan.ts";
 import { DRILLS, type Drill, findDrill, holdsOutage } from "./lib/drills/registry.ts";
-import { buildReport, formatReport } from "./lib/drills/report.ts";
+import { buildReport, formatReport, planNumbers } from "./lib/drills/report.ts";
 import { runDrill } from "./lib/drills/run.ts";
 import { loadToolEnv } from "./lib/env.ts";
 import { CliError, EXIT, type ExitCode, exitCodeTable } from "./lib/exit-codes.ts";
@@ -90,12 +90,7 @@ function planJson(plan: DrillPlan, drill: Drill) {
     title: plan.title,
     namespace: plan.namespace,
     sink_url: plan.sinkUrl,
-    count: plan.count,
-    rate: plan.rate,
-    load_s: plan.loadS,
-    fault_at_s: plan.faultAtS,
-    outage_s: plan.outageS,
-    timeout_s: plan.timeoutS,
+    ...planNumbers(plan),
     inject_args: plan.injectArgs,
     steps: plan.steps,
     warnings: plan.warnings,

@@ -120,6 +120,18 @@ export function decide(obs: DrillObservations): { verdict: Verdict; exitCode: Ex
   return { verdict: "nothing-lost", exitCode: EXIT.ok, error: null };
 }
 
+/** The load and timing of a plan, in the snake_case of every tool's JSON (the report's and --dry-run's). */
+export function planNumbers(plan: DrillPlan) {
+  return {
+    count: plan.count,
+    rate: plan.rate,
+    load_s: plan.loadS,
+    fault_at_s: plan.faultAtS,
+    outage_s: plan.outageS,
+    timeout_s: plan.timeoutS,
+  };
+}
+
 export function buildReport(drill: Drill, plan: DrillPlan, obs: DrillObservations): DrillReport {
   const { verdict, exitCode, error } = decide(obs);
   const s = obs.inject.summary;
@@ -132,14 +144,7 @@ export function buildReport(drill: Drill, plan: DrillPlan, obs: DrillObservation
     nothing_lost: verdict === "nothing-lost",
     exit_code: exitCode,
     promise: drill.promise,
-    plan: {
-      count: plan.count,
-      rate: plan.rate,
-      load_s: plan.loadS,
-      fault_at_s: plan.faultAtS,
-      outage_s: plan.outageS,
-      timeout_s: plan.timeoutS,
-    },
+    plan: planNumbers(plan),
     fault: obs.fault,
     during_fault: d
       ? { window_s: d.window_s, delivered: d.delivered, bounced: d.bounced, deferral_attempts: d.deferralAttempts }
