@@ -247,6 +247,9 @@ export function suspensionViews(json: unknown): SuspensionView[] {
         const v = str(o, from);
         if (v !== undefined) view[to] = v;
       }
+      // tsa-daemon names a ready queue in full (`source->site@smtp_client`); the row shows its site.
+      const readyQueue = view.site === undefined ? null : parseReadyQueueService(`smtp_client:${view.site}`);
+      if (readyQueue && view.site?.includes("->")) view.site = readyQueue.site;
       return view;
     })
     .sort((a, b) => a.expires.localeCompare(b.expires));

@@ -245,4 +245,18 @@ describe("tsa-daemon's answers", () => {
     ]);
     expect(suspensionViews({ ready_q: [] })).toEqual([]);
   });
+
+  it("shows the site of a suspension that names its ready queue in full, as tsa-daemon does", () => {
+    const [view] = suspensionViews({
+      ready_q: [
+        {
+          site_name: "proxy-1->(mta5|mta6|mta7).am0.yahoodns.net@smtp_client",
+          source: "proxy-1",
+          reason: "automation rule: \\[TS?S04\\]",
+          expires: "2026-12-02T06:00:00Z",
+        },
+      ],
+    });
+    expect(view).toMatchObject({ site: "(mta5|mta6|mta7).am0.yahoodns.net", source: "proxy-1" });
+  });
 });

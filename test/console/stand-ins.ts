@@ -182,8 +182,8 @@ export function tsaShapingToml(overrides: TsaOverride[]): string {
 
 /** Gmail's 4.7.28 reply makes TSA suspend its site, as the shaping rules' automation does. */
 export const tsaGmailSuspension = (expires: string): TsaSuspension => ({
-  rule_hash: "unspecified->(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.com-5b1e",
-  site_name: "(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.com",
+  rule_hash: "5b1e0c9d2f4a7b3e8c1d6f0a9b2e4c7d1f3a5b8c0e2d4f6a8b1c3e5d7f9a0b2c",
+  site_name: "unspecified->(alt1|alt2|alt3|alt4)?.gmail-smtp-in.l.google.com@smtp_client",
   reason: "automation rule: /4\\.7\\.28/",
   source: "unspecified",
   expires,
