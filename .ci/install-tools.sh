@@ -2,7 +2,11 @@
 # Installs the pinned tools the tests run for real into .tools/ (gitignored): Node from .node-version, taken from the
 # npm registry's node-linux-<arch> package into .tools/node, and Go builds through the Go module proxy into
 # .tools/bin. A tool is reinstalled only when its pinned version changes, so a warm machine skips this in seconds.
+# `install-tools.sh node` installs Node only, `install-tools.sh go` the Go builds only (.ci/run runs npm ci between
+# the two, alongside the builds); no argument does both.
 set -euo pipefail
+part=${1:-all}
+case "$part" in all | node | go) ;; *) echo "usage: $0 [node|go]" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/.tools/bin"
 mkdir -p "$bin"
@@ -18,7 +22,9 @@ stamp() { echo "$2" > "$bin/.$1.version"; }
 
 # The registry serves Node's official Linux binaries as npm packages; npm checks the tarball's integrity.
 node_dir="$root/.tools/node"
-if [ "$(uname -s)" != Linux ]; then
+if [ "$part" = go ]; then
+  :
+elif [ "$(uname -s)" != Linux ]; then
   echo "tools: node: the registry has no $(uname -s) package; use Node $NODE_VERSION from nvm, fnm or Homebrew (node@24)"
 elif [ -x "$node_dir/bin/node" ] && [ "$("$node_dir/bin/node" --version)" = "v$NODE_VERSION" ]; then
   echo "tools: node $NODE_VERSION present"
@@ -31,6 +37,17 @@ else
   rm -rf "$node_dir" && mkdir -p "$node_dir"
   tar -xzf "$tmp"/node-linux-"$arch"-*.tgz --strip-components=1 -C "$node_dir" package/bin/node package/LICENSE
 fi
+
+[ "$part" = node ] && exit 0
+
+# The control plane's modules are the largest download: `go list -deps` fetches exactly those its build needs while
+# the smaller tools compile.
+kube_mod="$root/.ci/tools/kube/go.mod"
+kube_pkgs="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler go.etcd.io/etcd/server/v3 sigs.k8s.io/kwok/cmd/kwok"
+# shellcheck disable=SC2086 # a list of package paths
+(cd "$root/.ci/tools/kube" && go list -mod=readonly -deps $kube_pkgs > /dev/null) &
+kube_download=$!
 
 if installed kube-score "$KUBE_SCORE_VERSION"; then echo "tools: kube-score $KUBE_SCORE_VERSION present"; else
   echo "tools: building kube-score $KUBE_SCORE_VERSION"
@@ -67,4 +84,34 @@ if installed coredns "$COREDNS_VERSION"; then echo "tools: coredns $COREDNS_VERS
   echo "tools: building coredns $COREDNS_VERSION (a few minutes on a cold cache)"
   go install "github.com/coredns/coredns@$COREDNS_VERSION"
   stamp coredns "$COREDNS_VERSION"
+fi
+
+# A real Kubernetes control plane for test/control-plane: kube-apiserver, kube-controller-manager, kube-scheduler,
+# etcd and kwok (it plays nodes and pods, so no kubelet or container runtime is needed). Kubernetes 1.36 is a minor
+# that kind, k3d, minikube and Docker Desktop all run today. One `go build` compiles the packages they share once
+# (1.36 has no cloud-provider code left for the old providerless/dockerless tags to cut). kwok's own stage files (how
+# nodes, pods and volumes progress) are copied from the same module version, so the two never differ.
+wait "$kube_download"
+KUBE_VERSION="kubernetes $(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$kube_mod") etcd $(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2 }' "$kube_mod") kwok $(awk '$1 == "sigs.k8s.io/kwok" { print $2 }' "$kube_mod")"
+kube_tools="kube-apiserver kube-controller-manager kube-scheduler etcd kwok"
+kube_present=true
+for t in $kube_tools; do installed "$t" "$KUBE_VERSION" || kube_present=false; done
+[ -d "$root/.tools/share/kwok-stages" ] || kube_present=false
+if $kube_present; then echo "tools: control plane ($KUBE_VERSION) present"; else
+  echo "tools: building the control plane ($KUBE_VERSION; the longest build here on a cold cache)"
+  kube_out=$(mktemp -d)
+  # shellcheck disable=SC2086 # a list of package paths
+  (cd "$root/.ci/tools/kube" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags='-s -w' -o "$kube_out/" $kube_pkgs)
+  # go names the etcd server's main package after its module path's last element before /v3.
+  mv "$kube_out/server" "$kube_out/etcd"
+  kwok_src=$(cd "$root/.ci/tools/kube" && go list -mod=readonly -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  stages="$root/.tools/share/kwok-stages"
+  rm -rf "$stages" && mkdir -p "$stages"
+  cp "$kwok_src"/kustomize/stage/node/fast/node-initialize.yaml \
+    "$kwok_src"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    "$kwok_src"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml \
+    "$kwok_src"/kustomize/stage/volume/fast/{pv-bind,pv-delete,pvc-provision,pvc-delete,storage-class}.yaml "$stages/"
+  chmod -R u+w "$stages"
+  for t in $kube_tools; do mv -f "$kube_out/$t" "$bin/$t" && stamp "$t" "$KUBE_VERSION"; done
+  rmdir "$kube_out"
 fi

@@ -73,7 +73,21 @@ async function main(): Promise<ExitCode> {
         `tilt down failed (exit ${r.exitCode})`,
         "Fix the Tiltfile error above, or delete by hand with kubectl.",
       );
-  } else step("tilt not on PATH: skipping `tilt down` (Tilt installs from https://docs.tilt.dev/install.html)");
+  } else {
+    step("tilt not on PATH: skipping `tilt down` (Tilt installs from https://docs.tilt.dev/install.html)");
+    // Without `tilt down` the pods still hold their claims (kubernetes.io/pvc-protection), so deleting the PVCs would
+    // wait out its timeout: the workloads go first, and foreground deletion waits until their pods are gone.
+    step(`deleting workloads (${PART_OF}) in ${ns}`);
+    process.stdout.write(
+      await kubectlOk(
+        [
+          ...["delete", "statefulset,deployment,job", "-n", ns, "-l", PART_OF],
+          ...["--cascade=foreground", "--wait", "--ignore-not-found", "--timeout=330s"],
+        ],
+        350_000,
+      ),
+    );
+  }
 
   step(`deleting spool PVCs (${PART_OF}) in ${ns}`);
   process.stdout.write(
