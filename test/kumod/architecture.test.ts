@@ -492,7 +492,7 @@ describe("faults", () => {
     );
   });
 
-  it("a proxy pod replaced under load: kumod keeps dialling its Service, and every message arrives once", async () => {
+  it("a proxy pod replaced under load: kumod keeps dialling its Service, and every message arrives", async () => {
     const domain = "proxy-drill.example";
     await sinkScenario(cluster.sinkUrl, ACCEPT_ALL);
     const before = await sinkStats(cluster.sinkUrl);
@@ -502,28 +502,31 @@ describe("faults", () => {
       for (let batch = 0; !stop && batch < 200; batch++) {
         const url = kumodUrls()[batch % KUMODS] as string;
         const recipients = Array.from({ length: 10 }, (_, i) => `p${batch}-${i}@${domain}`);
-        const r = await inject(url, recipients, { authorization: auth() });
-        acceptedByKumods += r.result?.success_count ?? 0;
+        const r = await inject(url, recipients, { authorization: auth() }).catch(() => undefined);
+        acceptedByKumods += r?.result?.success_count ?? 0;
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     })();
     await waitFor(async () => acceptedByKumods >= 200, 60_000, "200 accepted recipients");
     // Kubernetes' way: the pod stops, leaves its Service's endpoints and comes back under its name with a new IP.
+    const replacing = Date.now();
     const { before: oldIp, after: newIp } = await cluster.replacePod("proxy-0");
+    const replacedIn = (Date.now() - replacing) / 1000;
     await new Promise((resolve) => setTimeout(resolve, 3000));
     stop = true;
     await load;
     const delivered = async () => accepted(await sinkStats(cluster.sinkUrl), domain) - accepted(before, domain);
     // Mail that met the stopped proxy is deferred and retried (policy/queues.toml: 20 s, doubling to 1 minute).
-    expect(await settledCount(delivered, acceptedByKumods, 150_000, `${acceptedByKumods} messages delivered`)).toBe(
-      acceptedByKumods,
-    );
+    // A session cut after the sink's 250 to DATA but before kumod read it is delivered again: at least once, as SMTP
+    // promises, and the summary says how many twice.
+    const settled = await settledCount(delivered, acceptedByKumods, 150_000, `${acceptedByKumods} messages delivered`);
+    expect(settled).toBeGreaterThanOrEqual(acceptedByKumods);
     const after = await sinkStats(cluster.sinkUrl);
     const from = (stats: typeof after, ip: string) => stats.clients?.[ip]?.sites.other?.messages.accepted ?? 0;
     expect(newIp).not.toBe(oldIp);
     expect(from(after, newIp), `proxy-0's new address ${newIp}`).toBeGreaterThan(0);
     summary.push(
-      `proxy restart: proxy-0 replaced under load (${oldIp} -> ${newIp}); all ${acceptedByKumods} accepted delivered once, ${from(after, oldIp) - from(before, oldIp)} from the old address, ${from(after, newIp)} from the new one, ${from(after, cluster.ip("proxy-1")) - from(before, cluster.ip("proxy-1"))} through proxy-1`,
+      `proxy restart: proxy-0 replaced under load in ${replacedIn.toFixed(1)} s (${oldIp} -> ${newIp}); all ${acceptedByKumods} accepted delivered, ${settled - acceptedByKumods} of them twice (sessions the proxy cut); ${from(after, oldIp) - from(before, oldIp)} from the old address, ${from(after, newIp)} from the new one, ${from(after, cluster.ip("proxy-1")) - from(before, cluster.ip("proxy-1"))} through proxy-1`,
     );
   });
 

@@ -2,7 +2,8 @@
  * A ClusterIP for the real-binary tier, in the way kube-proxy's userspace mode provided one: a virtual address on the
  * node that accepts TCP connections and forwards each to the Service's current endpoint. The address stays while
  * the pod behind it is replaced and comes back with a new IP; without an endpoint the port is closed, so a client
- * gets "connection refused", as from kube-proxy's REJECT rule for a Service with no ready pod.
+ * gets "connection refused", as from kube-proxy's REJECT rule for a Service with no ready pod. Its established
+ * connections end with it, as they do when the pod stops.
  */
 import net from "node:net";
 import { execa } from "execa";
