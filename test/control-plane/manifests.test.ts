@@ -2,6 +2,7 @@ import { readdirSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { injectJob, podArgs } from "../../scripts/lib/inject-job.ts";
 import { container, editOverlay, envValue, find, type K8sObject, render, runSeed, scratchRepo } from "../k8s/render.ts";
 import { evaluateTiltfile } from "../tilt/tilt-result.ts";
 import {
@@ -124,6 +125,20 @@ describe("the manifests on a real API server", () => {
     const r = await applyServerSide(cp, [kumod], ["--dry-run=server"]);
     expect(r.exitCode).not.toBe(0);
     expect(r.stderr).toMatch(/containers\[name="kumod"\]\.restartPolicyy: field not declared in schema/);
+  });
+
+  it(`admits the Job that \`npm run inject -- --in-cluster\` creates, strictly and at ${POD_SECURITY_LEVEL}`, async () => {
+    const { metadata, ...rest } = injectJob({
+      namespace: "kumomta",
+      image: "kumomta-tilt-console:tilt-0123456789abcdef",
+      secretName: "kumo-http-auth-0123456789",
+      args: podArgs(["--count", "10"], true),
+    }) as K8sObject;
+    // Server-side apply needs a name where the CLI lets the API server generate one.
+    const job = { ...rest, metadata: { ...metadata, name: "inject-check", generateName: undefined } };
+    const r = await applyServerSide(cp, [job], ["--dry-run=server"]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(warnings(r.stderr)).toEqual([]);
   });
 
   it(`the namespace warns about a pod template that needs more than ${POD_SECURITY_LEVEL}`, async () => {
